@@ -1,0 +1,1 @@
+"""CLI command groups that are not owned by a subsystem package."""

