@@ -1,0 +1,460 @@
+"""Judging programs: output validation, fitness, reuse filters, the two-attempt vote, submissions.
+
+Everything here is a pure function of grids and tasks, so the executor, the archive, the
+conductor and offline scoring all agree on what "valid", "correct" and "solved" mean.
+
+SOAR facts implemented (DESIGN.md section 3):
+- a valid output is a non-empty rectangular grid of at most 30x30 integers 0..9;
+- fitness h is the fraction of train pairs that are exactly right (not pixel accuracy);
+- the final answer is a weighted majority vote: key = tuple of all test outputs of a
+  program, weight = sum over its programs of (1 + c*h), c = 1000; the two heaviest keys
+  are attempts 1 and 2; a task's score is the fraction of test inputs matched by either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from soar_async.arc import MAX_SIDE, Grid, Task, check_grid
+
+VOTE_C = 1000.0
+"""Weight of train accuracy in the vote: one fully-right program outweighs 1000 wrong ones."""
+
+HARDCODE_LINE_CHARS = 200
+"""A code line longer than this is taken as a pasted answer (SOAR's hard-coding filter)."""
+
+HARDCODE_MIN_CELLS = 4
+"""Grids smaller than this are not searched for in the code: `[[0]]` or `[[1, 2]]` appear in
+honest programs as initial values, so finding them literally proves nothing."""
+
+NEAR_CONSTANT_SHARE = 0.8
+"""Outputs are near-constant when one grid makes up at least this share of the train outputs."""
+
+IDENTITY_SHARE = 0.5
+"""Outputs are identity-like when at least this share of them equals their input."""
+
+FILL_GRID: Grid = [[0]]
+"""What the submission writer puts where there is no attempt (Kaggle requires a grid)."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _to_int(v: Any) -> int | None:
+    """An integral cell value as a Python int, or None.
+
+    Accepts Python and numpy integers and integral floats (LLM programs often build grids
+    with `np.zeros`, which are float; the reference compares lists with `==`, where
+    `1.0 == 1`, so such outputs count there too). Rejects bools: a boolean grid is a mask
+    returned by mistake, not a colour grid.
+    """
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    tname = type(v).__module__
+    if tname == "numpy":
+        kind = getattr(getattr(v, "dtype", None), "kind", "")
+        if kind in "iu":
+            return int(v)
+        if kind == "f" and float(v).is_integer():
+            return int(v)
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
+def validate_output(obj: object) -> tuple[Grid | None, str | None]:
+    """Normalise what `transform` returned into a grid, or say why it is not one.
+
+    Returns `(grid, None)` or `(None, error)`. Numpy arrays go through `tolist()`; rows may
+    be lists, tuples or numpy arrays; cells may be numpy integer types. The result is a
+    fresh list of lists of Python ints, so correctness is plain list equality afterwards.
+    """
+    if obj is None:
+        return None, "invalid output: transform returned None"
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
+        ndim = getattr(obj, "ndim", None)
+        if ndim != 2:
+            return None, f"invalid output: numpy array with {ndim} dimensions, expected 2"
+        obj = obj.tolist()  # type: ignore[union-attr]
+    if not isinstance(obj, (list, tuple)):
+        return None, f"invalid output: expected a list of rows, got {type(obj).__name__}"
+    if not obj:
+        return None, "invalid output: grid is empty"
+    if len(obj) > MAX_SIDE:
+        return None, f"invalid output: grid has {len(obj)} rows, more than {MAX_SIDE}"
+    grid: Grid = []
+    width: int | None = None
+    for r, row in enumerate(obj):
+        if type(row).__module__ == "numpy" and hasattr(row, "tolist"):
+            row = row.tolist()
+        if not isinstance(row, (list, tuple)):
+            return None, f"invalid output: row {r} is {type(row).__name__}, not a list"
+        if not row:
+            return None, f"invalid output: row {r} is empty"
+        if width is None:
+            width = len(row)
+            if width > MAX_SIDE:
+                return None, f"invalid output: grid has {width} columns, more than {MAX_SIDE}"
+        elif len(row) != width:
+            return None, f"invalid output: ragged grid, row {r} has {len(row)} cells, row 0 has {width}"
+        out_row = []
+        for c, v in enumerate(row):
+            iv = _to_int(v)
+            if iv is None or not 0 <= iv <= 9:
+                return None, f"invalid output: cell ({r}, {c}) is {v!r}, not an integer 0..9"
+            out_row.append(iv)
+        grid.append(out_row)
+    assert check_grid(grid) is None
+    return grid, None
+
+
+# --------------------------------------------------------------------------- fitness
+
+
+def correctness(expected: Sequence[Grid | None], got: Sequence[Grid | None]) -> list[bool | None]:
+    """Per pair: exactly right, wrong, or None where the true answer is unknown."""
+    if len(expected) != len(got):
+        raise ValueError(f"{len(got)} outputs for {len(expected)} pairs")
+    return [None if e is None else (g is not None and g == e) for e, g in zip(expected, got, strict=True)]
+
+
+def fitness(task: Task, train_outputs: Sequence[Grid | None]) -> float:
+    """SOAR's h: the fraction of train pairs whose output is exactly right."""
+    flags = correctness([p.output for p in task.train], train_outputs)
+    return sum(1 for f in flags if f) / len(task.train)
+
+
+# --------------------------------------------------------------------------- reuse filters
+
+
+class _HasOutputs(Protocol):
+    code: str
+    train_outputs: list[Grid | None]
+    test_outputs: list[Grid | None]
+
+
+def _all_zero(g: Grid | None) -> bool:
+    return g is not None and all(v == 0 for row in g for v in row)
+
+
+def is_degenerate(record: _HasOutputs, task: Task) -> bool:
+    """All test outputs are all-zero grids although no true train output is.
+
+    Such a program "answers" by returning a blank canvas; relabelling it would teach the
+    model that blank canvases are solutions.
+    """
+    if any(_all_zero(p.output) for p in task.train):
+        return False
+    outs = record.test_outputs
+    return bool(outs) and all(_all_zero(g) for g in outs)
+
+
+def _top_share(grids: Sequence[Grid | None]) -> float:
+    keys = [grid_key(g) for g in grids if g is not None]
+    if not keys:
+        return 0.0
+    best = max(keys.count(k) for k in set(keys))
+    return best / len(grids)
+
+
+def is_near_constant(record: _HasOutputs, task: Task, share: float = NEAR_CONSTANT_SHARE) -> bool:
+    """The program returns (nearly) the same grid whatever the train input, unlike the task.
+
+    One predicted grid makes up at least `share` of the train outputs, while the true outputs
+    are more varied than that. A program that is right on every train pair is never flagged.
+    Needs at least two train pairs.
+    """
+    if len(task.train) < 2:
+        return False
+    pred = _top_share(record.train_outputs)
+    true = _top_share([p.output for p in task.train])
+    return pred >= share and pred > true
+
+
+def is_identity_like(record: _HasOutputs, task: Task, share: float = IDENTITY_SHARE) -> bool:
+    """Outputs mostly equal their inputs, beyond what the task itself does.
+
+    Counts, over every input (train and test), how often the output is the input unchanged,
+    and compares with how often the task's true train outputs are their inputs.
+    """
+    inputs = task.inputs()
+    outs = list(record.train_outputs) + list(record.test_outputs)
+    if not inputs or len(outs) != len(inputs):
+        return False
+    pred = sum(1 for i, o in zip(inputs, outs, strict=True) if o is not None and o == i) / len(inputs)
+    true = sum(1 for p in task.train if p.output == p.input) / len(task.train)
+    return pred >= share and pred > true
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def is_hardcoded(record: _HasOutputs, task: Task | None = None) -> bool:
+    """The code pastes answers: a line over 200 characters, or a predicted grid written literally.
+
+    Grids are searched for as Python list literals with whitespace ignored; grids with fewer
+    than `HARDCODE_MIN_CELLS` cells are not searched for (see there).
+    """
+    if any(len(line) > HARDCODE_LINE_CHARS for line in record.code.splitlines()):
+        return True
+    code = _squash(record.code)
+    for g in list(record.train_outputs) + list(record.test_outputs):
+        if g is None or len(g) * len(g[0]) < HARDCODE_MIN_CELLS:
+            continue
+        if _squash(repr(g)) in code or _squash(repr(tuple(tuple(r) for r in g))) in code:
+            return True
+    return False
+
+
+def filter_reasons(record: _HasOutputs, task: Task) -> list[str]:
+    """Names of the reuse filters that `record` fails (empty = fit for training data)."""
+    checks = (
+        ("degenerate", is_degenerate),
+        ("near_constant", is_near_constant),
+        ("identity_like", is_identity_like),
+        ("hardcoded", is_hardcoded),
+    )
+    return [name for name, check in checks if check(record, task)]
+
+
+def passes_filters(record: _HasOutputs, task: Task) -> tuple[bool, list[str]]:
+    """Whether `record` may be reused as training data, and the failed filters if not."""
+    reasons = filter_reasons(record, task)
+    return not reasons, reasons
+
+
+# --------------------------------------------------------------------------- vote
+
+GridKey = tuple[tuple[int, ...], ...]
+VoteKey = tuple[GridKey, ...]
+
+
+def grid_key(grid: Grid) -> GridKey:
+    """A hashable form of a grid."""
+    return tuple(tuple(row) for row in grid)
+
+
+def outputs_key(grids: Sequence[Grid | None]) -> tuple[GridKey | None, ...]:
+    """A hashable form of a list of outputs (None stays None)."""
+    return tuple(None if g is None else grid_key(g) for g in grids)
+
+
+def _key_grid(key: GridKey) -> Grid:
+    return [list(row) for row in key]
+
+
+@dataclass(slots=True)
+class VoteGroup:
+    """Programs that agree on every test output, with their summed weight."""
+
+    key: VoteKey
+    weight: float
+    count: int
+    members: list[int] = field(default_factory=list)
+    """Indices of the candidates in this group, in input order."""
+
+    @property
+    def outputs(self) -> list[Grid]:
+        return [_key_grid(k) for k in self.key]
+
+
+Candidate = Any
+"""A ProgramRecord (or anything with `test_outputs` and `train_accuracy`), or a pair
+`(test_outputs, h)`."""
+
+
+def _unpack(c: Candidate) -> tuple[Sequence[Grid | None], float]:
+    if isinstance(c, tuple) and len(c) == 2:
+        return c[0], float(c[1])
+    return c.test_outputs, float(c.train_accuracy)
+
+
+def _sort_token(key: VoteKey) -> str:
+    return json.dumps(key, separators=(",", ":"))
+
+
+def vote_groups(candidates: Iterable[Candidate], c: float = VOTE_C) -> list[VoteGroup]:
+    """Group candidates by their test outputs and weigh each group, heaviest first.
+
+    Programs with any missing (None) test output are left out: they cannot be an answer.
+    Weight = sum of (1 + c*h), summed with `math.fsum` so that the result, and therefore the
+    order, does not depend on the order candidates arrive in. Ties are broken by the number
+    of programs (more first), then by the JSON text of the key (lexicographic), so the
+    ranking is a pure function of the multiset of candidates.
+    """
+    terms: dict[VoteKey, list[float]] = {}
+    members: dict[VoteKey, list[int]] = {}
+    for i, cand in enumerate(candidates):
+        outs, h = _unpack(cand)
+        if not outs or any(g is None for g in outs):
+            continue
+        key: VoteKey = tuple(grid_key(g) for g in outs)  # type: ignore[arg-type]
+        terms.setdefault(key, []).append(1.0 + c * h)
+        members.setdefault(key, []).append(i)
+    groups = [VoteGroup(k, math.fsum(t), len(t), members[k]) for k, t in terms.items()]
+    groups.sort(key=lambda g: (-g.weight, -g.count, _sort_token(g.key)))
+    return groups
+
+
+def vote(candidates: Iterable[Candidate], c: float = VOTE_C, n_attempts: int = 2) -> list[list[Grid]]:
+    """The final answer: for each test input, up to `n_attempts` grids, best first.
+
+    Attempt k is the k-th heaviest key's output (SOAR). One refinement for tasks with
+    several test inputs: when a lighter key repeats, at some test input, an output already
+    chosen there, the next key with a new output at that input is taken instead, so both
+    attempts are never spent on the same grid. Empty list for a test input when no
+    candidate has an output there.
+    """
+    groups = vote_groups(candidates, c)
+    if not groups:
+        return []
+    n_test = len(groups[0].key)
+    groups = [g for g in groups if len(g.key) == n_test]  # guard against malformed candidates
+    result: list[list[Grid]] = []
+    for i in range(n_test):
+        chosen: list[GridKey] = []
+        for g in groups:
+            if len(chosen) >= n_attempts:
+                break
+            if g.key[i] not in chosen:
+                chosen.append(g.key[i])
+        result.append([_key_grid(k) for k in chosen])
+    return result
+
+
+def score_task(task: Task, attempts: Sequence[Sequence[Grid]]) -> float:
+    """Fraction of the task's test inputs matched exactly by one of their attempts."""
+    if not task.has_solutions:
+        raise ValueError(f"task {task.id}: test outputs unknown, cannot score")
+    hits = 0
+    for i, pair in enumerate(task.test):
+        tries = attempts[i] if i < len(attempts) else []
+        hits += any(t == pair.output for t in tries)
+    return hits / len(task.test)
+
+
+# --------------------------------------------------------------------------- submissions
+
+Submission = dict[str, list[dict[str, Grid]]]
+
+
+class SubmissionError(ValueError):
+    """A submission file is malformed; the message names the task and the test index."""
+
+
+def make_submission(
+    attempts_by_task: Mapping[str, Sequence[Sequence[Grid]]],
+    tasks: Iterable[Task] | None = None,
+) -> Submission:
+    """The ARC Prize layout `{task_id: [{"attempt_1": g, "attempt_2": g}, ...per test input]}`.
+
+    Missing attempts become `[[0]]`, as Kaggle rejects a submission with holes. With `tasks`
+    given, every task gets an entry with one item per test input, answered or not.
+    """
+    counts: dict[str, int] = {t.id: len(t.test) for t in tasks} if tasks is not None else {}
+    sub: Submission = {}
+    ids = list(counts) + [t for t in attempts_by_task if t not in counts]
+    for tid in ids:
+        per_input = list(attempts_by_task.get(tid, []))
+        n = counts.get(tid, len(per_input))
+        items = []
+        for i in range(n):
+            tries = list(per_input[i]) if i < len(per_input) else []
+            items.append(
+                {
+                    "attempt_1": tries[0] if len(tries) > 0 else FILL_GRID,
+                    "attempt_2": tries[1] if len(tries) > 1 else FILL_GRID,
+                }
+            )
+        sub[tid] = items
+    return sub
+
+
+def write_submission(path: str | Path, submission: Submission) -> None:
+    """Write `submission` (from `make_submission`) as compact JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(submission, separators=(",", ":")))
+    tmp.replace(path)
+
+
+def read_submission(
+    source: str | Path | Mapping[str, Any], tasks: Iterable[Task] | None = None
+) -> Submission:
+    """Read and validate a submission (a file or an already-parsed object).
+
+    Raises SubmissionError naming the task and test index at the first problem. With
+    `tasks`, also checks that each listed task has one entry per test input (tasks absent
+    from the submission are allowed: they score zero).
+    """
+    data: Any = source
+    if isinstance(source, (str, Path)):
+        try:
+            data = json.loads(Path(source).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SubmissionError(f"{source}: cannot read submission: {e}") from None
+    if not isinstance(data, dict):
+        raise SubmissionError("submission must be an object {task_id: [...]}")
+    counts = {t.id: len(t.test) for t in tasks} if tasks is not None else {}
+    out: Submission = {}
+    for tid, items in data.items():
+        if not isinstance(items, list):
+            raise SubmissionError(f"task {tid}: expected a list of attempts, got {type(items).__name__}")
+        if tid in counts and len(items) != counts[tid]:
+            raise SubmissionError(f"task {tid}: {len(items)} entries for {counts[tid]} test inputs")
+        clean = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise SubmissionError(
+                    f"task {tid}, test index {i}: expected an object with attempt_1/attempt_2"
+                )
+            entry: dict[str, Grid] = {}
+            for name in ("attempt_1", "attempt_2"):
+                if name not in item:
+                    raise SubmissionError(f"task {tid}, test index {i}: missing {name}")
+                problem = check_grid(item[name])
+                if problem:
+                    raise SubmissionError(f"task {tid}, test index {i}, {name}: {problem}")
+                entry[name] = item[name]
+            clean.append(entry)
+        out[str(tid)] = clean
+    return out
+
+
+def score_submission(
+    submission: Mapping[str, Sequence[Mapping[str, Grid]]], tasks: Iterable[Task]
+) -> dict[str, Any]:
+    """Score a submission the ARC Prize way: mean over tasks of the fraction of test inputs right.
+
+    Returns `{"score": sum of task scores, "n_tasks", "accuracy": score / n_tasks,
+    "per_task": {task_id: fraction}, "missing": [task ids without an entry]}`.
+    """
+    per_task: dict[str, float] = {}
+    missing: list[str] = []
+    task_list = list(tasks)
+    for t in task_list:
+        items = submission.get(t.id)
+        if items is None:
+            missing.append(t.id)
+            per_task[t.id] = 0.0
+            continue
+        attempts = [[it[k] for k in ("attempt_1", "attempt_2") if k in it] for it in items]
+        per_task[t.id] = score_task(t, attempts)
+    total = math.fsum(per_task.values())
+    n = len(task_list)
+    return {
+        "score": total,
+        "n_tasks": n,
+        "accuracy": total / n if n else 0.0,
+        "per_task": per_task,
+        "missing": missing,
+    }
