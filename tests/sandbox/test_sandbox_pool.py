@@ -1,0 +1,113 @@
+"""SandboxPool: ordering, concurrency, async back-pressure, and crashed workers replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import anyio
+import pytest
+
+from soar_async.sandbox import ErrorKind, Limits, SandboxPool
+
+ID = "def transform(g):\n    return g\n"
+SPIN = "def transform(g):\n    while True: pass\n"
+
+
+@pytest.mark.slow
+def test_map_keeps_order_and_recovers_from_a_killed_worker(sandbox_built: object) -> None:
+    with SandboxPool(workers=2, limits=Limits(wall_s=10), cache_size=0) as pool:
+        jobs = [(f"def transform(g):\n    return [[{i % 10}]]\n", [[[0]]]) for i in range(20)]
+        assert [r.results[0].output for r in pool.map(jobs)] == [[[i % 10]] for i in range(20)]
+
+        victim_pids = pool.worker_pids()
+        fut = pool.submit(SPIN, [[[1]], [[2]]])
+        while not fut.running():  # picked up by a dispatcher, which sends it at once
+            time.sleep(0.01)
+        time.sleep(0.5)
+        for pid in victim_pids:
+            os.kill(pid, signal.SIGKILL)
+        res = fut.result(timeout=60)
+        assert [r.error for r in res.results] == [ErrorKind.CRASH, ErrorKind.CRASH]
+        assert "died" in (res.results[0].detail or "")
+        # replaced workers serve the next programs; nothing is lost
+        after = pool.map([(ID + f"# {i}\n", [[[3]]]) for i in range(4)])
+        assert all(r.results[0].output == [[3]] for r in after)
+        assert set(pool.worker_pids()).isdisjoint(victim_pids)
+
+
+@pytest.mark.slow
+def test_async_run_applies_back_pressure(sandbox_built: object) -> None:
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    async def main() -> list[object]:
+        async with SandboxPool(workers=2) as pool:
+            orig = pool.submit
+
+            def counting_submit(*a: object, **k: object) -> object:
+                nonlocal in_flight, peak
+                with lock:
+                    in_flight += 1
+                    peak = max(peak, in_flight)
+                fut = orig(*a, **k)  # type: ignore[arg-type]
+
+                def done(_: object) -> None:
+                    nonlocal in_flight
+                    with lock:
+                        in_flight -= 1
+
+                fut.add_done_callback(done)
+                return fut
+
+            pool.submit = counting_submit  # type: ignore[method-assign]
+            results: list[object] = [None] * 12
+
+            async def one(i: int) -> None:
+                results[i] = await pool.run(f"def transform(g):\n    return [[{i % 10}]]\n", [[[0]]])
+
+            async with anyio.create_task_group() as tg:
+                for i in range(12):
+                    tg.start_soon(one, i)
+            return results
+
+    results = anyio.run(main)
+    assert [r.results[0].output for r in results] == [[[i % 10]] for i in range(12)]  # type: ignore[attr-defined]
+    assert peak <= 2
+
+
+def test_thread_mode(sandbox_built: object) -> None:
+    with SandboxPool(workers=2, mode="thread") as pool:
+        res = pool.map([(ID, [[[i % 10]]]) for i in range(6)])
+    assert [r.results[0].output for r in res] == [[[i % 10]] for i in range(6)]
+
+
+def test_closed_pool_refuses_work(sandbox_built: object) -> None:
+    pool = SandboxPool(workers=1, mode="thread")
+    pool.close()
+    with pytest.raises(RuntimeError):
+        pool.submit(ID, [[[1]]])
+
+
+def test_duplicate_programs_run_once(sandbox_built: object) -> None:
+    with SandboxPool(workers=2, mode="thread") as pool:
+        code = "def transform(g):\n    print('ran')\n    return g\n"
+        first = pool.map([(code, [[[1]]])] * 5)
+        again = pool.submit(code, [[[1]]]).result()
+        other = pool.submit(code, [[[2]]]).result()
+    assert all(r.results[0].output == [[1]] and r.stdout == "ran\n" for r in [*first, again])
+    assert again.extra["cached"] is True and other.extra["cached"] is False
+    assert pool.cache_hits == 5
+    first[0].results[0].output[0][0] = 7  # type: ignore[index]
+    assert first[1].results[0].output == [[1]]  # copies, not shared objects
+
+
+def test_timeouts_are_not_cached(sandbox_built: object) -> None:
+    with SandboxPool(workers=1, mode="thread", limits=Limits(wall_s=0.2)) as pool:
+        a = pool.submit(SPIN, [[[1]]]).result()
+        b = pool.submit(SPIN, [[[1]]]).result()
+    assert a.results[0].error == b.results[0].error == ErrorKind.TIMEOUT
+    assert b.extra["cached"] is False
