@@ -17,7 +17,10 @@ from soar_async import __version__
 COMMAND_MODULES = [
     "soar_async.commands.tasks",
     "soar_async.commands.config",
+    "soar_async.commands.solve",
     "soar_async.bench",
+    "soar_async.runtime.cli",
+    "soar_async.sandbox.cli",
 ]
 """Modules exposing `register(subparsers)`; each adds its commands and sets `func` on them."""
 

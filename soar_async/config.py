@@ -87,7 +87,7 @@ class SandboxConfig:
 
 
 @dataclass
-class BusConfig:
+class BusSettings:
     """How to reach NATS; no URL means start an embedded server under the run directory."""
 
     nats_urls: list[str] = field(default_factory=list)
@@ -127,7 +127,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    bus: BusConfig = field(default_factory=BusConfig)
+    bus: BusSettings = field(default_factory=BusSettings)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

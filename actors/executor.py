@@ -1,0 +1,155 @@
+"""Executor: execution requests in, evaluated programs out, through the wasm sandbox pool.
+
+Behaviour only; the runtime pulls, acks, retries, dead-letters and heartbeats. The output
+carries the program id and is published with a dedup id derived from it, so a redelivered
+request (worker killed after publishing, before acking) leaves one Evaluated downstream.
+
+A program that fails (raises, times out, returns garbage) is a *result*, not an error: it is
+evaluated with its per-input error kinds. Only infrastructure failures (sandbox crashed, a
+referenced blob missing) go through nak / dead letter.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+from typing import Any, ClassVar
+
+import anyio
+import msgpack
+
+from soar_async.arc import Grid
+from soar_async.bus.topology import OBJ_BLOBS
+from soar_async.messages import Evaluated, ExecRequest
+from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError, current_deliveries
+
+
+def _error_name(err: Any) -> str | None:
+    if err is None:
+        return None
+    return str(getattr(err, "value", err))
+
+
+class Executor(Actor[ExecRequest]):
+    role: ClassVar[str] = "executor"
+    queue: ClassVar[str] = "exec"
+    input_type: ClassVar[type[ExecRequest]] = ExecRequest
+    default_concurrency: ClassVar[int] = os.cpu_count() or 1
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.pool: Any = None
+        self._blobs: collections.OrderedDict[str, tuple[list[Grid], list[Grid | None] | None]] = (
+            collections.OrderedDict()
+        )
+
+    async def setup(self) -> None:
+        from soar_async.sandbox import Limits, SandboxPool, ensure_built
+
+        # The first build compiles the wasm module (minutes); later starts load the cache.
+        # Both that and the pool's start (spawning worker processes) block: keep them off the loop.
+        try:
+            from soar_async.sandbox.build import is_built
+
+            if not is_built():
+                self.ctx.log.info("building the wasm sandbox (first run on this machine: about 2 minutes)")
+        except ImportError:
+            pass
+        await anyio.to_thread.run_sync(ensure_built)
+        sb = dict(self.ctx.options.get("sandbox") or {})
+        limits = Limits(
+            wall_s=float(sb["wall_s"]) if sb.get("wall_s") else None,
+            memory_mb=int(sb.get("memory_mb") or 512),
+            stdout_bytes=int(sb.get("stdout_bytes") or 4096),
+        )
+        workers = self.ctx.concurrency
+        # Ctrl-C in a terminal signals the whole foreground process group. The sandbox's worker
+        # processes must not die of it mid-program (that would read as a crashed program): they
+        # inherit an ignored SIGINT, while this process drains on its own signal handler.
+        restore = None
+        if threading.current_thread() is threading.main_thread():
+            restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.pool = await anyio.to_thread.run_sync(lambda: SandboxPool(workers=workers, limits=limits))
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGINT, restore)
+        self.ctx.log.info("sandbox pool ready", workers=workers, wall_s=limits.wall_s, memory_mb=limits.memory_mb)
+
+    async def teardown(self) -> None:
+        if self.pool is not None:
+            await anyio.to_thread.run_sync(self.pool.close)
+            self.pool = None
+
+    async def _load_ref(self, ref: str) -> tuple[list[Grid], list[Grid | None] | None]:
+        """Inputs stored in the object store (large tasks travel by reference), cached per worker."""
+        if ref in self._blobs:
+            self._blobs.move_to_end(ref)
+            return self._blobs[ref]
+        import nats.js.errors
+
+        try:
+            with anyio.fail_after(30):
+                store = await self.ctx.bus.js.object_store(OBJ_BLOBS)
+                res = await store.get(ref)
+        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError):
+            raise PermanentError(f"inputs_ref {ref!r} not found in object store {OBJ_BLOBS}") from None
+        except TimeoutError:
+            raise TransientError(f"timed out fetching inputs_ref {ref!r}") from None
+        try:
+            blob = msgpack.unpackb(res.data or b"", raw=False)
+            value = (list(blob["inputs"]), blob.get("train_outputs"))
+        except Exception as e:
+            raise PermanentError(f"inputs_ref {ref!r} is not a msgpack map with 'inputs': {e}") from None
+        self._blobs[ref] = value
+        while len(self._blobs) > 256:
+            self._blobs.popitem(last=False)
+        return value
+
+    async def handle(self, msg: ExecRequest) -> Evaluated:
+        if msg.inputs is not None:
+            inputs, train_outputs = msg.inputs, msg.train_outputs
+        elif msg.inputs_ref:
+            inputs, train_outputs = await self._load_ref(msg.inputs_ref)
+        else:
+            raise PermanentError("exec request has neither inputs nor inputs_ref")
+        result = await self.pool.run(msg.code, inputs)
+        if any(_error_name(r.error) == "crash" for r in result.results):
+            # A sandbox worker died (killed by the OOM killer, by Ctrl-C while we shut down...).
+            # That depends on the machine, not only on the program: run it once more, possibly
+            # elsewhere, before recording the crash as the program's result.
+            if self.ctx.draining or current_deliveries() < 2:
+                raise TransientError("sandbox worker died while running the program")
+        outputs = [r.output for r in result.results]
+        errors = [_error_name(r.error) for r in result.results]
+        details = [r.detail for r in result.results]
+        train_correct: list[bool] = []
+        if train_outputs:
+            train_correct = [
+                outputs[i] is not None and exp is not None and outputs[i] == exp
+                for i, exp in enumerate(train_outputs)
+                if i < len(outputs)
+            ]
+        fitness = sum(train_correct) / len(train_outputs) if train_outputs else 0.0
+        self.ctx.log.debug(
+            "evaluated",
+            fitness=round(fitness, 3),
+            duration_s=round(result.duration_s, 4),
+            errors=sum(e is not None for e in errors),
+        )
+        return Evaluated(
+            program_id=msg.program_id,
+            task_id=msg.task_id,
+            outputs=outputs,
+            errors=errors,
+            details=details,
+            train_correct=train_correct,
+            fitness=fitness,
+            duration_s=float(result.duration_s),
+            stdout=(result.stdout or "")[:4096],
+            worker_id=self.ctx.worker_id,
+            parent_id=msg.parent_id,
+            generation=msg.generation,
+        )

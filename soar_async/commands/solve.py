@@ -1,0 +1,76 @@
+"""`soar solve`: one search pass over tasks through the whole pipeline, submission and score out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import anyio
+
+from soar_async.arc import load_tasks
+from soar_async.commands.config import add_config_args, config_from_args
+from soar_async.messages import Evaluated
+
+SOURCES = ("baseline",)
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from soar_async.bus.conn import BusConfig
+    from soar_async.logs import configure_logging
+    from soar_async.solve import solve
+
+    cfg = config_from_args(args)
+    tasks = load_tasks(args.tasks or cfg.run.tasks)
+    run_dir = Path(args.run_dir) if args.run_dir else cfg.run.path
+    urls = args.nats or ",".join(cfg.bus.nats_urls)
+    bus = BusConfig.from_url(urls) if urls else None
+    configure_logging(run_dir=run_dir, process="solve", console=False)
+    done = 0
+
+    def progress(ev: Evaluated) -> None:
+        nonlocal done
+        done += 1
+        if not args.quiet and (done % 500 == 0):
+            print(f"  {done} programs evaluated", file=sys.stderr, flush=True)
+
+    print(
+        f"soar solve: {len(tasks)} task(s), program source {args.programs}, "
+        f"{'NATS ' + urls if urls else 'embedded NATS'}, run dir {run_dir}",
+        file=sys.stderr,
+    )
+    report = anyio.run(
+        lambda: solve(
+            tasks,
+            run_dir=run_dir,
+            bus=bus,
+            executors=args.executors or cfg.sandbox.workers or None,
+            timeout=args.timeout,
+            vote_c=cfg.vote.c,
+            on_result=progress,
+        )
+    )
+    rate = report.evaluated / report.seconds if report.seconds else 0.0
+    print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s)")
+    print(f"submission: {report.submission_path}")
+    if report.score is not None:
+        print(f"score: {report.score * 100:.2f}% of {report.tasks} tasks ({len(report.solved)} fully solved)")
+    return 0 if report.evaluated == report.programs else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "solve",
+        help="run one search pass over tasks and write a submission",
+        description="Send every candidate program of a source through the executors (embedded NATS unless "
+        "--nats), vote two attempts per test input, write <run dir>/submission.json and print the score.",
+    )
+    p.add_argument("--tasks", help="task selector (default: run.tasks from the config)")
+    p.add_argument("--programs", choices=SOURCES, default="baseline", help="where candidate programs come from")
+    p.add_argument("--nats", help="use this NATS system (its executors) instead of the embedded one")
+    p.add_argument("--run-dir", help="default: runs/<run.name>")
+    p.add_argument("--executors", type=int, help="executor concurrency for the embedded system")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for all results")
+    p.add_argument("--quiet", action="store_true")
+    add_config_args(p)
+    p.set_defaults(func=cmd_solve)

@@ -1,0 +1,378 @@
+"""Every message on the bus: typed schemas, one msgpack encode/decode path, versioned.
+
+Wire format: a msgpack map of the dataclass fields plus `t` (the message type) and `v` (its
+schema version). Decoding ignores unknown keys (a newer producer may add fields without
+breaking older consumers), fills defaults for optional fields, and refuses with
+`DecodeError` (naming the problem) when the bytes are not msgpack, the type or version is
+wrong, or a required field is missing or of the wrong kind. The runtime turns a `DecodeError`
+into a dead letter and carries on.
+
+Validation is deliberately shallow (container kinds and scalar types of top-level fields):
+grids are validated where their meaning matters (`soar_async.arc.check_grid`), and a deep
+walk over 50 programs' outputs on every hop would cost more than the bus itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
+
+import msgpack
+
+from soar_async.arc import Grid
+from soar_async.bus import topology as T
+
+M = TypeVar("M", bound="Message")
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid message of the expected type; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+@dataclass(slots=True, kw_only=True)
+class Message:
+    """Base of all bus messages. Subclasses set TYPE, VERSION and SUBJECT."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    MIN_VERSION: ClassVar[int] = 1
+    """Oldest schema version this code still reads (bump VERSION and keep reading old ones)."""
+    SUBJECT: ClassVar[str] = ""
+
+    def subject(self) -> str:
+        """Where this message is published (subclasses may route by content)."""
+        return self.SUBJECT
+
+    def dedup_id(self) -> str | None:
+        """Nats-Msg-Id for JetStream dedup, or None: same id = same fact, stored once."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["t"] = self.TYPE
+        d["v"] = self.VERSION
+        return d
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def decode(cls: type[M], data: bytes) -> M:
+        return decode(data, cls)
+
+
+def encode(msg: Message) -> bytes:
+    """The one encoder: msgpack map with `t` and `v`."""
+    return msgpack.packb(msg.to_dict(), use_bin_type=True)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    h = _HINTS.get(cls)
+    if h is None:
+        h = typing.get_type_hints(cls, globalns={**globals(), "Grid": Grid})
+        _HINTS[cls] = h
+    return h
+
+
+def _kind_ok(value: Any, hint: Any) -> bool:
+    """Shallow check: the value's container/scalar kind matches the annotation."""
+    if hint is Any:
+        return True
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_kind_ok(value, a) for a in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def decode(data: bytes, expected: type[M] | None = None) -> M:
+    """Decode and validate; `expected` pins the type, otherwise `t` chooses it from the registry."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:
+        raise DecodeError(f"not msgpack: {type(e).__name__}: {e or 'invalid data'}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"not a msgpack map but {type(obj).__name__}")
+    t = obj.get("t")
+    cls: type[Message] | None
+    if expected is not None:
+        cls = expected
+        if t is not None and t != expected.TYPE:
+            raise DecodeError(f"message type {t!r}, expected {expected.TYPE!r}")
+    else:
+        cls = all_message_types().get(t) if isinstance(t, str) else None
+        if cls is None:
+            raise DecodeError(f"unknown message type {t!r}")
+    v = obj.get("v")
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise DecodeError(f"{cls.TYPE}: missing or non-integer schema version 'v' ({v!r})")
+    if v > cls.VERSION or v < cls.MIN_VERSION:
+        raise DecodeError(
+            f"{cls.TYPE}: schema version {v} not supported (this build reads {cls.MIN_VERSION}..{cls.VERSION})"
+        )
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    missing = []
+    for f in dataclasses.fields(cls):
+        if f.name in obj:
+            val = obj[f.name]
+            if not _kind_ok(val, hints[f.name]):
+                raise DecodeError(f"{cls.TYPE}: field {f.name!r} has {type(val).__name__}, expected {hints[f.name]}")
+            kwargs[f.name] = val
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            missing.append(f.name)
+    if missing:
+        raise DecodeError(f"{cls.TYPE}: missing required field(s) {', '.join(missing)}")
+    return cls(**kwargs)  # type: ignore[return-value]
+
+
+def all_message_types() -> dict[str, type[Message]]:
+    """Every Message subclass by its TYPE (found by walking subclasses: `slots=True` dataclasses
+    are re-created by the decorator, so registering in `__init_subclass__` would keep the wrong class)."""
+    if not _REGISTRY:
+        stack = list(Message.__subclasses__())
+        while stack:
+            c = stack.pop()
+            stack.extend(c.__subclasses__())
+            if c.TYPE and "__slots__" in c.__dict__:
+                _REGISTRY[c.TYPE] = c
+    return _REGISTRY
+
+
+def message_type(name: str) -> type[Message]:
+    return all_message_types()[name]
+
+
+# --- the messages of the design (DESIGN section 2) ------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskSubmitted(Message):
+    """A task enters the system (CLI submit, continual feed)."""
+
+    TYPE: ClassVar[str] = "task_submitted"
+    SUBJECT: ClassVar[str] = T.EVT_TASK_SUBMITTED
+    task_id: str
+    task: dict[str, Any] | None = None
+    """The task in ARC JSON layout, or None when `task_ref` names an object-store blob."""
+    task_ref: str | None = None
+    source: str = ""
+    budget: int | None = None
+    submitted_at: float = field(default_factory=time.time)
+
+    def dedup_id(self) -> str | None:
+        return f"task:{self.task_id}:{self.submitted_at}"
+
+
+@dataclass(slots=True, kw_only=True)
+class GenRequest(Message):
+    """Ask an LLM actor for completions (sampling or refinement)."""
+
+    TYPE: ClassVar[str] = "gen_request"
+    SUBJECT: ClassVar[str] = T.WORK_GEN
+    request_id: str
+    task_id: str
+    kind: str = "sample"
+    """'sample' or 'refine'."""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """Chat messages [{role, content}]."""
+    n: int = 1
+    max_tokens: int = 4096
+    temperature: float = 1.0
+    min_p: float = 0.05
+    parent_id: str | None = None
+    model_version: str | None = None
+
+    def dedup_id(self) -> str | None:
+        return f"gen:{self.request_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Completions(Message):
+    """What an LLM actor produced for one GenRequest."""
+
+    TYPE: ClassVar[str] = "completions"
+    SUBJECT: ClassVar[str] = T.EVT_COMPLETIONS
+    request_id: str
+    task_id: str
+    texts: list[str]
+    kind: str = "sample"
+    parent_id: str | None = None
+    model_version: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def dedup_id(self) -> str | None:
+        return f"completions:{self.request_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class ExecRequest(Message):
+    """Run one program on all of its task's inputs.
+
+    `inputs` are the train inputs then the test inputs; `train_outputs` (known outputs of the
+    train pairs, in order) let the executor score the program. Large inputs travel by
+    reference: `inputs_ref` names an object in the `soar_blobs` store holding a msgpack map
+    {inputs, train_outputs}.
+    """
+
+    TYPE: ClassVar[str] = "exec_request"
+    SUBJECT: ClassVar[str] = T.WORK_EXEC
+    program_id: str
+    task_id: str
+    code: str
+    inputs: list[Grid] | None = None
+    train_outputs: list[Grid | None] | None = None
+    inputs_ref: str | None = None
+    parent_id: str | None = None
+    generation: int = 0
+    submitted_at: float = field(default_factory=time.time)
+
+    def subject(self) -> str:
+        return T.exec_subject(self.task_id)
+
+    def dedup_id(self) -> str | None:
+        return f"exec:{self.program_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Evaluated(Message):
+    """A program's outputs on every input, and how it did on the train pairs."""
+
+    TYPE: ClassVar[str] = "evaluated"
+    SUBJECT: ClassVar[str] = T.EVT_EVALUATED
+    program_id: str
+    task_id: str
+    outputs: list[Grid | None]
+    errors: list[str | None]
+    """Per input: None, or the ErrorKind value (timeout, exception, invalid_output, ...)."""
+    details: list[str | None] = field(default_factory=list)
+    train_correct: list[bool] = field(default_factory=list)
+    fitness: float = 0.0
+    """h = fraction of train pairs exactly right (0 when the train outputs were not given)."""
+    duration_s: float = 0.0
+    """Sandbox time for the program (all inputs)."""
+    stdout: str = ""
+    worker_id: str = ""
+    parent_id: str | None = None
+    generation: int = 0
+    code: str | None = None
+
+    def subject(self) -> str:
+        return T.evaluated_subject(self.task_id)
+
+    def dedup_id(self) -> str | None:
+        return f"evaluated:{self.program_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskStatus(Message):
+    """Where a task stands (also kept as the latest value in the `soar_tasks` bucket)."""
+
+    TYPE: ClassVar[str] = "task_status"
+    SUBJECT: ClassVar[str] = T.EVT_TASK_STATUS
+    task_id: str
+    state: str
+    """'queued', 'running', 'solved', 'done', 'failed'."""
+    programs: int = 0
+    correct: int = 0
+    best_fitness: float = 0.0
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True, kw_only=True)
+class ModelUpdated(Message):
+    """A new model version (LoRA adapter in the object store) that LLM actors should load."""
+
+    TYPE: ClassVar[str] = "model_updated"
+    SUBJECT: ClassVar[str] = T.EVT_MODEL_UPDATED
+    version: str
+    adapter_ref: str | None = None
+    base_model: str = ""
+    generation: int = 0
+    created_at: float = field(default_factory=time.time)
+
+    def dedup_id(self) -> str | None:
+        return f"model:{self.version}"
+
+
+@dataclass(slots=True, kw_only=True)
+class TrainRequest(Message):
+    """Fine-tune a model on a relabelled dataset (object-store reference)."""
+
+    TYPE: ClassVar[str] = "train_request"
+    SUBJECT: ClassVar[str] = T.WORK_TRAIN
+    request_id: str
+    dataset_ref: str
+    base_model: str = ""
+    generation: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def dedup_id(self) -> str | None:
+        return f"train:{self.request_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Heartbeat(Message):
+    """A live worker: what it is, where, how busy (the `soar_workers` bucket holds the latest)."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    worker_id: str
+    role: str
+    host: str
+    pid: int
+    version: str
+    concurrency: int = 1
+    in_flight: int = 0
+    load: float = 0.0
+    """in_flight / concurrency, averaged over the last heartbeat interval."""
+    counters: dict[str, int] = field(default_factory=dict)
+    """ok, failed (nak'd), dead_lettered, redelivered."""
+    rate: float = 0.0
+    """Messages completed per second over the last minute."""
+    started_at: float = field(default_factory=time.time)
+    ts: float = field(default_factory=time.time)
+    state: str = "running"
+
+
+@dataclass(slots=True, kw_only=True)
+class LogEvent(Message):
+    """A structured log or progress event, forwarded to `soar.log.<actor>` for `soar logs`."""
+
+    TYPE: ClassVar[str] = "log"
+    ts: float
+    level: str
+    event: str
+    actor: str = ""
+    worker_id: str = ""
+    task_id: str | None = None
+    program_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def subject(self) -> str:
+        return T.log_subject(self.actor or "unknown")

@@ -1,0 +1,525 @@
+"""The actor base and the loop that feeds it: all the plumbing, written once.
+
+An actor module subclasses `Actor` and writes `handle(msg) -> output(s)`; `ActorRunner` does
+the rest:
+
+- a JetStream pull consumer (durable, shared by every worker of the role, explicit ack),
+  fetching only as many messages as there are free slots, so a busy worker never sits on
+  work another worker could take, and SIGTERM has little to hand back;
+- in-progress acks while a long job runs (the server would otherwise redeliver it after
+  ack_wait);
+- outputs published with their dedup id *before* the input is acked: a crash in between
+  means redelivery and a duplicate publish the server drops (at-least-once delivery,
+  idempotent consumers, exactly-once results);
+- nak with backoff on failure, termination after the last allowed delivery with the message
+  copied to the dead letter stream; undecodable payloads go there at once;
+- heartbeats into the worker registry (KV with TTL);
+- stop = drain: no new fetches, in-flight work finishes within `drain_timeout`, whatever is
+  left is nak'd so another worker takes it at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+
+from soar_async import __version__
+from soar_async.bus.conn import Bus, BusError, PayloadTooLarge, backoff_delay
+from soar_async.bus.topology import KV_WORKERS, Topology, dead_letter_subject
+from soar_async.logs import bind, get_logger
+from soar_async.messages import DecodeError, Heartbeat, Message, decode
+from soar_async.runtime.deadletter import watch_max_deliveries
+
+In = TypeVar("In", bound=Message)
+
+_deliveries: contextvars.ContextVar[int] = contextvars.ContextVar("soar_deliveries", default=1)
+
+
+def current_deliveries() -> int:
+    """How many times the message being handled (in this task) has been delivered, 1 = first."""
+    return _deliveries.get()
+
+
+class TransientError(Exception):
+    """Try again later (another worker, after a backoff): the input may be fine."""
+
+
+class PermanentError(Exception):
+    """The input itself cannot be processed: dead-letter it now instead of retrying."""
+
+
+def make_worker_id(role: str) -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]
+    return f"{role}-{host}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass(slots=True)
+class ActorContext:
+    """What an actor may use: the bus, its identity, settings, a logger, the run directory."""
+
+    bus: Bus
+    role: str
+    worker_id: str
+    concurrency: int
+    topology: Topology
+    run_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    log: Any = None
+    draining: bool = False
+    """Set when the worker was asked to stop: a handler may hand work back (TransientError)."""
+
+    async def publish(self, msg: Message, *, retry_for: float = 120.0) -> None:
+        """Publish a fact into its stream with its dedup id (redeliveries are stored once)."""
+        await self.bus.js_publish(msg.subject(), msg.encode(), msg_id=msg.dedup_id(), retry_for=retry_for)
+
+
+class Actor(Generic[In]):
+    """Behaviour of one role. Subclasses set the class attributes and implement `handle`.
+
+    role: name used by `soar worker --role`, in heartbeats and log events.
+    queue: which work queue of the Topology it pulls from ("exec", "gen", "train").
+    input_type: the message class its queue carries.
+    """
+
+    role: ClassVar[str] = ""
+    queue: ClassVar[str] = ""
+    input_type: ClassVar[type[Message]] = Message
+    default_concurrency: ClassVar[int] = 1
+
+    def __init__(self, ctx: ActorContext) -> None:
+        self.ctx = ctx
+
+    async def setup(self) -> None:
+        """Acquire resources (sandbox pool, model); runs before the first fetch."""
+
+    async def teardown(self) -> None:
+        """Release them; runs after draining, also after a failed start."""
+
+    async def handle(self, msg: In) -> Message | Sequence[Message] | None:
+        """Process one input; returned messages are published (with dedup) before the ack."""
+        raise NotImplementedError
+
+    def ids(self, msg: In) -> dict[str, Any]:
+        """Ids bound to every log event while `msg` is handled."""
+        return {k: getattr(msg, k) for k in ("task_id", "program_id", "request_id") if hasattr(msg, k)}
+
+
+@dataclass(slots=True)
+class Counters:
+    ok: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    redelivered: int = 0
+    handed_back: int = 0
+    done_times: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "dead_lettered": self.dead_lettered,
+            "redelivered": self.redelivered,
+            "handed_back": self.handed_back,
+        }
+
+    def rate(self, window: float = 60.0) -> float:
+        now = time.monotonic()
+        while self.done_times and self.done_times[0] < now - window:
+            self.done_times.popleft()
+        if not self.done_times:
+            return 0.0
+        span = min(window, max(1.0, now - self.done_times[0]))
+        return len(self.done_times) / span
+
+
+class ActorRunner:
+    """Runs one actor: fetch loop, bounded concurrency, heartbeats, drain on stop."""
+
+    def __init__(
+        self,
+        actor_cls: type[Actor[Any]],
+        bus: Bus,
+        *,
+        concurrency: int | None = None,
+        topology: Topology | None = None,
+        run_dir: Path | None = None,
+        worker_id: str | None = None,
+        heartbeat_interval: float = 3.0,
+        drain_timeout: float = 30.0,
+        fetch_timeout: float = 1.0,
+        progress_interval: float = 10.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.actor_cls = actor_cls
+        self.bus = bus
+        self.topology = topology or Topology()
+        self.concurrency = max(1, concurrency or actor_cls.default_concurrency)
+        self.worker_id = worker_id or make_worker_id(actor_cls.role)
+        self.heartbeat_interval = heartbeat_interval
+        self.drain_timeout = drain_timeout
+        self.fetch_timeout = fetch_timeout
+        self.progress_interval = progress_interval
+        self.counters = Counters()
+        self.in_flight = 0
+        self.started_at = time.time()
+        self.state = "starting"
+        self.log = get_logger(actor=actor_cls.role)
+        self.ctx = ActorContext(
+            bus=bus,
+            role=actor_cls.role,
+            worker_id=self.worker_id,
+            concurrency=self.concurrency,
+            topology=self.topology,
+            run_dir=run_dir,
+            options=options or {},
+            log=self.log,
+        )
+        self.actor = actor_cls(self.ctx)
+        self._stop = anyio.Event()
+        self._slots = anyio.Semaphore(self.concurrency)
+        self._working: dict[int, tuple[Msg, float]] = {}
+        self._load_acc = 0.0
+        self._load_t = time.monotonic()
+        self.max_deliver = self.topology.queue(actor_cls.queue).max_deliver
+        self.ack_wait = self.topology.queue(actor_cls.queue).ack_wait
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin draining: no new fetches; in-flight work finishes or is handed back."""
+        self.ctx.draining = True
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """start -> run -> drain -> stop. Returns once everything fetched is acked or nak'd."""
+        bind(actor=self.actor_cls.role, worker_id=self.worker_id)
+        q = self.topology.queue(self.actor_cls.queue)
+        self.log.info("actor starting", role=self.actor_cls.role, concurrency=self.concurrency)
+        try:
+            await self.actor.setup()
+            sub = await self._subscribe(q.stream, q.durable, q.subject)
+            await self._read_consumer_settings(sub)
+            self.state = "running"
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._heartbeat_loop)
+                outer.start_soon(self._keepalive_loop)
+                await outer.start(watch_max_deliveries, self.bus, q, self.actor_cls.role)
+                task_status.started()
+                self.log.info("actor running", queue=q.subject, worker=self.worker_id)
+                async with anyio.create_task_group() as handlers:
+                    await self._fetch_loop(sub, handlers)
+                    self.state = "draining"
+                    self.log.info("actor draining", in_flight=self.in_flight)
+                    with anyio.move_on_after(self.drain_timeout):
+                        while self.in_flight:
+                            await anyio.sleep(0.05)
+                    if self.in_flight:
+                        self.log.warning("drain timeout: handing back in-flight work", in_flight=self.in_flight)
+                        handlers.cancel_scope.cancel()
+                self.state = "stopped"
+                outer.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await sub.unsubscribe()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._deregister()
+                with anyio.move_on_after(30):
+                    await self.actor.teardown()
+            self.log.info("actor stopped", **self.counters.as_dict())
+
+    async def _subscribe(self, stream: str, durable: str, subject: str) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await self.bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+            except (nats.errors.Error, TimeoutError) as e:
+                attempt += 1
+                if attempt > 30 or self.stopping:
+                    raise BusError(f"cannot bind to consumer {durable} on {stream}: {e!r}") from e
+                await anyio.sleep(backoff_delay(attempt, 0.1, 2.0))
+
+    async def _read_consumer_settings(self, sub: Any) -> None:
+        """Use the consumer's real ack_wait / max_deliver (whoever provisioned it decided them)."""
+        try:
+            with anyio.fail_after(10):
+                ci = await sub.consumer_info()
+            if ci.config.ack_wait:
+                self.ack_wait = float(ci.config.ack_wait)
+            if ci.config.max_deliver and ci.config.max_deliver > 0:
+                self.max_deliver = int(ci.config.max_deliver)
+        except Exception as e:
+            self.log.warning("could not read consumer settings; using defaults", error=repr(e))
+
+    # -- the fetch loop -------------------------------------------------------------------
+
+    async def _fetch_loop(self, sub: Any, handlers: anyio.abc.TaskGroup) -> None:
+        errors = 0
+        while not self.stopping:
+            # Wait for a free slot (re-checking stop every so often), then take every free one:
+            # we fetch only what we can start now, so queued work stays available to others.
+            got = False
+            with anyio.move_on_after(self.fetch_timeout):
+                await self._slots.acquire()
+                got = True
+            if not got:
+                continue
+            if self.stopping:
+                self._slots.release()
+                break
+            want = 1
+            while want < self.concurrency:
+                try:
+                    self._slots.acquire_nowait()
+                    want += 1
+                except anyio.WouldBlock:
+                    break
+            try:
+                msgs = await sub.fetch(want, timeout=self.fetch_timeout)
+                errors = 0
+            except nats.errors.TimeoutError:
+                msgs = []
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                for _ in range(want):
+                    self._slots.release()
+                raise
+            except (nats.errors.Error, OSError) as e:
+                msgs = []
+                errors += 1
+                if errors in (1, 10) or errors % 100 == 0:
+                    self.log.warning("fetch failed, retrying", error=repr(e), attempts=errors)
+                await anyio.sleep(backoff_delay(errors, 0.1, 2.0))
+            for _ in range(want - len(msgs)):
+                self._slots.release()
+            for m in msgs:
+                self.in_flight += 1
+                handlers.start_soon(self._process, m)
+
+    # -- one message ----------------------------------------------------------------------
+
+    async def _process(self, msg: Msg) -> None:
+        settled = False
+        try:
+            try:
+                deliveries = int(msg.metadata.num_delivered or 1)
+            except Exception:
+                deliveries = 1
+            if deliveries > 1:
+                self.counters.redelivered += 1
+            try:
+                obj = decode(msg.data, self.actor_cls.input_type)
+            except DecodeError as e:
+                await self._dead_letter(msg, f"undecodable: {e.reason}", deliveries)
+                await self._settle(msg, "term")
+                settled = True
+                return
+            bind(**self.actor.ids(obj))
+            _deliveries.set(deliveries)
+            try:
+                self._working[id(msg)] = (msg, time.monotonic())
+                try:
+                    out = await self.actor.handle(obj)
+                finally:
+                    self._working.pop(id(msg), None)
+                outs = [] if out is None else [out] if isinstance(out, Message) else list(out)
+                for o in outs:
+                    await self.ctx.publish(o)
+            except PermanentError as e:
+                self.log.warning("permanent failure, dead-lettering", error=str(e))
+                await self._dead_letter(msg, f"permanent: {e}", deliveries)
+                await self._settle(msg, "term")
+                settled = True
+                return
+            except PayloadTooLarge as e:
+                self.log.error("output too large, dead-lettering input", error=str(e))
+                await self._dead_letter(msg, f"output too large: {e}", deliveries)
+                await self._settle(msg, "term")
+                settled = True
+                return
+            except Exception as e:
+                if isinstance(e, anyio.get_cancelled_exc_class()):
+                    raise
+                self.counters.failed += 1
+                if deliveries >= self.max_deliver:
+                    self.log.error("failed on last delivery, dead-lettering", error=repr(e), deliveries=deliveries)
+                    await self._dead_letter(msg, f"failed {deliveries} times, last: {e!r}", deliveries)
+                    await self._settle(msg, "term")
+                else:
+                    # Draining: hand it back at once for another worker; otherwise back off.
+                    delay = 0.0 if self.stopping else backoff_delay(deliveries, 1.0, 30.0)
+                    self.log.warning(
+                        "handler failed, will retry", error=repr(e), deliveries=deliveries, retry_in=round(delay, 2)
+                    )
+                    await self._settle(msg, "nak", delay)
+                settled = True
+                return
+            await self._settle(msg, "ack")
+            settled = True
+            self.counters.ok += 1
+            self.counters.done_times.append(time.monotonic())
+        finally:
+            if not settled:
+                # Cancelled (drain timeout, hard stop): hand the message back at once.
+                with anyio.CancelScope(shield=True):
+                    self.counters.handed_back += 1
+                    await self._settle(msg, "nak", 0)
+            self.in_flight -= 1
+            self._slots.release()
+
+    async def _settle(self, msg: Msg, how: str, delay: float | None = None) -> None:
+        """ack, nak or term; a lost one only means a redelivery, which dedup absorbs.
+
+        Acks are not confirmed (no ack_sync round trip per job): outputs are already stored,
+        with their dedup ids, before the ack is sent.
+        """
+        try:
+            with anyio.fail_after(10):
+                if how == "ack":
+                    await msg.ack()
+                elif how == "nak":
+                    await msg.nak(delay=delay or None)
+                else:
+                    await msg.term()
+        except nats.errors.MsgAlreadyAckdError:
+            pass
+        except Exception as e:
+            self.log.warning(f"{how} failed; the message will be redelivered", error=repr(e))
+
+    async def _keepalive_loop(self) -> None:
+        """Tell the server we are still working on long jobs, so it does not redeliver them.
+
+        One loop for all in-flight messages (not a task per message: most jobs take
+        milliseconds, and the bus's cost per job is what the benchmark watches).
+        """
+        period = max(0.5, self.ack_wait / 3)
+        while True:
+            await anyio.sleep(period / 2)
+            now = time.monotonic()
+            for msg, started in list(self._working.values()):
+                if now - started >= period:
+                    try:
+                        with anyio.move_on_after(5):
+                            await msg.in_progress()
+                    except Exception:
+                        pass
+
+    async def _dead_letter(self, msg: Msg, reason: str, deliveries: int) -> None:
+        """Copy the original bytes to `soar.dlq.<role>` with the reason in headers; never raises."""
+        self.counters.dead_lettered += 1
+        seq = ""
+        try:
+            seq = str(msg.metadata.sequence.stream)
+        except Exception:
+            pass
+        reason_h = " ".join(reason.split())[:1000].encode("ascii", "replace").decode()
+        headers = {
+            "Soar-Reason": reason_h,
+            "Soar-Source-Subject": msg.subject,
+            "Soar-Actor": self.actor_cls.role,
+            "Soar-Worker": self.worker_id,
+            "Soar-Stream-Seq": seq,
+            "Soar-Deliveries": str(deliveries),
+        }
+        self.log.error("dead letter", reason=reason, subject=msg.subject, stream_seq=seq, size=len(msg.data))
+        dedup = f"dlq:{msg.subject}:{seq}" if seq else None
+        subject = dead_letter_subject(self.actor_cls.role)
+        try:
+            try:
+                await self.bus.js_publish(subject, bytes(msg.data), msg_id=dedup, headers=headers, retry_for=30)
+            except PayloadTooLarge:
+                headers["Soar-Truncated"] = str(len(msg.data))
+                await self.bus.js_publish(subject, bytes(msg.data[:1024]), msg_id=dedup, headers=headers, retry_for=30)
+        except Exception as e:
+            self.log.error("could not write dead letter", error=repr(e))
+
+    # -- registry -------------------------------------------------------------------------
+
+    def _sample_load(self) -> float:
+        return self.in_flight / self.concurrency
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            worker_id=self.worker_id,
+            role=self.actor_cls.role,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            concurrency=self.concurrency,
+            in_flight=self.in_flight,
+            load=round(self._load_avg(), 3),
+            counters=self.counters.as_dict(),
+            rate=round(self.counters.rate(), 3),
+            started_at=self.started_at,
+            ts=time.time(),
+            state=self.state,
+        )
+
+    def _load_avg(self) -> float:
+        return getattr(self, "_load_ema", self._sample_load())
+
+    @property
+    def registry_key(self) -> str:
+        return f"{self.actor_cls.role}.{self.worker_id}"
+
+    async def _heartbeat_loop(self) -> None:
+        kv = None
+        ema = 0.0
+        ticks = 0
+        next_beat = 0.0
+        next_progress = anyio.current_time() + self.progress_interval
+        last_counts: dict[str, int] = {}
+        while True:
+            # Sample load often, publish the heartbeat every interval.
+            ema = 0.8 * ema + 0.2 * self._sample_load()
+            self._load_ema = ema
+            now = anyio.current_time()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_interval
+                ticks += 1
+                try:
+                    with anyio.fail_after(5):
+                        if kv is None:
+                            kv = await self.bus.js.key_value(KV_WORKERS)
+                        await kv.put(self.registry_key, self.heartbeat().encode())
+                except Exception as e:
+                    kv = None
+                    if ticks % 10 == 1:
+                        self.log.debug("heartbeat failed", error=repr(e))
+            if now >= next_progress:
+                # A progress event (to the log file and the log subject) when something changed.
+                next_progress = now + self.progress_interval
+                counts = self.counters.as_dict()
+                if counts != last_counts:
+                    last_counts = counts
+                    self.log.info(
+                        "progress",
+                        in_flight=self.in_flight,
+                        rate=round(self.counters.rate(), 2),
+                        load=round(ema, 2),
+                        **counts,
+                    )
+            await anyio.sleep(min(0.5, self.heartbeat_interval))
+
+    async def _deregister(self) -> None:
+        try:
+            with anyio.fail_after(3):
+                kv = await self.bus.js.key_value(KV_WORKERS)
+                await kv.delete(self.registry_key)
+        except Exception:
+            pass

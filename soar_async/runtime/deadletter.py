@@ -1,0 +1,105 @@
+"""Dead letters for messages whose worker died on their last allowed delivery.
+
+The runner dead-letters a message itself when its handler fails on the last delivery. But a
+worker killed while holding the last delivery never gets to: the server just stops
+delivering, and the message would sit in the work queue forever, invisible. The server
+announces this with a MAX_DELIVERIES advisory; every runner of the role listens, copies the
+message to `soar.dlq.<role>` (with a dedup id, so N listeners write one copy) and deletes it
+from the queue.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import nats.errors
+import nats.js.errors
+
+from soar_async.bus.conn import Bus, PayloadTooLarge
+from soar_async.bus.topology import QueueSpec, dead_letter_subject
+from soar_async.logs import get_logger
+
+
+def advisory_subject(stream: str, durable: str) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
+
+
+async def dead_letter_by_seq(bus: Bus, q: QueueSpec, role: str, seq: int, reason: str, deliveries: int) -> bool:
+    """Copy stream message `seq` to the dead letter subject and remove it from the queue.
+
+    Returns False if the message is already gone (another worker did it, or it was acked).
+    """
+    try:
+        with anyio.fail_after(10):
+            raw = await bus.js.get_msg(q.stream, seq)
+    except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, TimeoutError):
+        return False
+    data = bytes(raw.data or b"")
+    headers = {
+        "Soar-Reason": reason,
+        "Soar-Source-Subject": raw.subject or q.subject,
+        "Soar-Actor": role,
+        "Soar-Worker": "",
+        "Soar-Stream-Seq": str(seq),
+        "Soar-Deliveries": str(deliveries),
+    }
+    dedup = f"dlq:{raw.subject or q.subject}:{seq}"
+    subject = dead_letter_subject(role)
+    try:
+        await bus.js_publish(subject, data, msg_id=dedup, headers=headers, retry_for=30)
+    except PayloadTooLarge:
+        headers["Soar-Truncated"] = str(len(data))
+        await bus.js_publish(subject, data[:1024], msg_id=dedup, headers=headers, retry_for=30)
+    try:
+        with anyio.fail_after(10):
+            await bus.js.delete_msg(q.stream, seq)
+    except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, TimeoutError):
+        pass
+    return True
+
+
+async def watch_max_deliveries(
+    bus: Bus,
+    q: QueueSpec,
+    role: str,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until cancelled: dead-letter every message the server gives up on for this queue."""
+    log = get_logger(actor=role)
+    send, receive = anyio.create_memory_object_stream[bytes](1000)
+
+    async def on_advisory(msg: Any) -> None:
+        try:
+            send.send_nowait(bytes(msg.data))
+        except anyio.WouldBlock:
+            pass
+
+    sub = await bus.nc.subscribe(advisory_subject(q.stream, q.durable), cb=on_advisory)
+    task_status.started()
+    try:
+        async with receive:
+            async for data in receive:
+                try:
+                    adv = json.loads(data)
+                    seq = int(adv["stream_seq"])
+                    deliveries = int(adv.get("deliveries", 0))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                reason = (
+                    f"max deliveries ({deliveries}) reached without an ack: the workers holding it died or "
+                    "stopped answering"
+                )
+                try:
+                    if await dead_letter_by_seq(bus, q, role, seq, reason, deliveries):
+                        log.error("dead letter", reason=reason, stream_seq=seq, subject=q.subject)
+                except Exception as e:
+                    log.warning("could not dead-letter an abandoned message", stream_seq=seq, error=repr(e))
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass

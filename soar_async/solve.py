@@ -1,0 +1,138 @@
+"""One search pass over tasks, end to end through the bus: programs in, submission and score out.
+
+The program source is pluggable; today it is the non-learning baseline (`soar_async.baseline`),
+and the LLM proposer replaces it in a later issue. Everything after the source is the real
+pipeline: ExecRequests on the JetStream work queue, executor actors running each program in
+the WebAssembly sandbox, Evaluated events collected into program records, the weighted
+majority vote, an ARC Prize submission file and its score where solutions are known.
+
+With no NATS URL it brings up the embedded default in-process: a `nats-server` under the run
+directory and the executor actors, stopped again when the pass is over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from soar_async import baseline
+from soar_async.arc import Task
+from soar_async.bus.conn import BusConfig
+from soar_async.bus.server import NatsServer
+from soar_async.messages import Evaluated, ExecRequest
+from soar_async.records import ProgramRecord
+from soar_async.runtime.client import exec_request, submit_and_collect
+from soar_async.runtime.host import ActorSpec, serve
+from soar_async.scoring import make_submission, score_submission, vote, write_submission
+
+ProgramSource = Callable[[Task], Sequence[tuple[str, str]]]
+"""Task -> (name, code) candidates. Names only label log lines and reports."""
+
+
+@dataclass
+class SolveReport:
+    """What one pass produced, also written as `report.json` beside the submission."""
+
+    tasks: int
+    programs: int
+    evaluated: int
+    seconds: float
+    submission_path: str
+    score: float | None = None
+    """ARC Prize score: mean over tasks of the fraction of test inputs right (None without solutions)."""
+    solved: list[str] = field(default_factory=list)
+    per_task: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def requests_for(tasks: Sequence[Task], source: ProgramSource) -> list[ExecRequest]:
+    """ExecRequests for every (task, program), duplicates of the same code on a task dropped."""
+    reqs = {r.program_id: r for task in tasks for r in (exec_request(task, code) for _, code in source(task))}
+    return list(reqs.values())
+
+
+@contextlib.asynccontextmanager
+async def embedded_system(run_dir: Path, executors: int | None) -> AsyncIterator[BusConfig]:
+    """An embedded nats-server plus executor actors in this process, for the duration of the block."""
+    server = NatsServer(run_dir / "nats")
+    server.start()
+    try:
+        bc = BusConfig.from_url(server.url)
+        stop = anyio.Event()
+        ready = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: serve(
+                    bc,
+                    [ActorSpec("executor", executors)],
+                    run_dir=run_dir,
+                    handle_signals=False,
+                    stop=stop,
+                    on_ready=lambda _runners: ready.set(),
+                )
+            )
+            with anyio.fail_after(120):
+                await ready.wait()
+            try:
+                yield bc
+            finally:
+                stop.set()
+    finally:
+        server.stop()
+
+
+async def solve(
+    tasks: Sequence[Task],
+    *,
+    run_dir: Path,
+    source: ProgramSource = baseline.programs_for,
+    bus: BusConfig | None = None,
+    executors: int | None = None,
+    timeout: float = 1800.0,
+    vote_c: float = 1000.0,
+    on_result: Callable[[Evaluated], None] = lambda _e: None,
+) -> SolveReport:
+    """Run every candidate of `source` on `tasks` through the bus and vote two attempts per test input."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    reqs = requests_for(tasks, source)
+    codes = {r.program_id: r.code for r in reqs}
+    async with contextlib.AsyncExitStack() as stack:
+        bc = bus or await stack.enter_async_context(embedded_system(run_dir, executors))
+        results = await submit_and_collect(bc, reqs, timeout=timeout, on_result=on_result)
+    by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
+    task_by_id = {t.id: t for t in tasks}
+    for ev in results.values():
+        task = task_by_id[ev.task_id]
+        by_task[ev.task_id].append(
+            ProgramRecord.from_outputs(task, codes[ev.program_id], ev.outputs, ev.errors)
+        )
+    attempts = {tid: vote(recs, c=vote_c) for tid, recs in by_task.items()}
+    submission = make_submission(attempts, tasks)
+    sub_path = run_dir / "submission.json"
+    write_submission(sub_path, submission)
+    report = SolveReport(
+        tasks=len(tasks),
+        programs=len(reqs),
+        evaluated=len(results),
+        seconds=round(time.perf_counter() - t0, 3),
+        submission_path=str(sub_path),
+    )
+    if all(t.has_solutions for t in tasks):
+        scored = score_submission(submission, tasks)
+        report.score = scored["accuracy"]
+        report.per_task = scored["per_task"]
+        report.solved = sorted(tid for tid, s in scored["per_task"].items() if s == 1.0)
+        report.missing = list(scored.get("missing", []))
+    (run_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return report

@@ -1,0 +1,183 @@
+"""Helpers for the bus tests (servers, workers, reading streams); fixtures are in conftest.py.
+
+A separate module with a unique name, so that `from bushelpers import ...` cannot pick up
+another directory's conftest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from soar_async.bus.conn import Bus, BusConfig
+from soar_async.bus.server import free_port
+from soar_async.bus.topology import Topology, provision
+
+ROOT = Path(__file__).resolve().parents[2]
+OPS = ROOT / "ops"
+HERE = Path(__file__).resolve().parent
+
+TEST_TOPOLOGY = dict(ack_wait=4.0, max_deliver=4, duplicate_window=600.0, worker_ttl=6.0)
+"""Short ack wait so a killed worker's jobs come back within seconds."""
+
+
+def topology(**kw: Any) -> Topology:
+    return Topology(**{**TEST_TOPOLOGY, **kw})
+
+
+async def connect(url: str, **kw: Any) -> Bus:
+    return await Bus.connect(BusConfig.from_url(url, **kw))
+
+
+async def provisioned(url: str, topo: Topology | None = None, **kw: Any) -> Bus:
+    bus = await connect(url, **kw)
+    await provision(bus, topo or topology(), update=True)
+    return bus
+
+
+class Workers:
+    """Start `soar worker` processes and make sure none outlives the test."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, url: str, role: str = "executor", concurrency: int = 1, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        e = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            **(env or {}),
+        }
+        e.pop("SOAR_NATS_URL", None)
+        n = len(self.procs)
+        log = open(self.tmp / f"worker-{n}.out", "wb")
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "soar_async.cli",
+                "worker",
+                "--role",
+                role,
+                "--nats",
+                url,
+                "--concurrency",
+                str(concurrency),
+                "--run-dir",
+                str(self.tmp / "run"),
+                "--heartbeat",
+                "0.5",
+                "--drain-timeout",
+                "30",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=e,
+            cwd=ROOT,
+        )
+        self.procs.append(p)
+        return p
+
+    def output(self, p: subprocess.Popen[bytes]) -> str:
+        i = self.procs.index(p)
+        return (self.tmp / f"worker-{i}.out").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+async def wait_for(pred: Callable[[], Any], timeout: float, what: str, period: float = 0.1) -> Any:
+    """Poll an async or sync predicate until truthy; fail the test with `what` after `timeout`."""
+    deadline = anyio.current_time() + timeout
+    while True:
+        v = pred()
+        if hasattr(v, "__await__"):
+            v = await v
+        if v:
+            return v
+        if anyio.current_time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await anyio.sleep(period)
+
+
+def cluster_ports(n: int = 3) -> list[tuple[int, int]]:
+    return [(free_port(), free_port()) for _ in range(n)]
+
+
+async def read_subject(bus: Bus, subject: str, stream: str) -> list[Any]:
+    """Every message stored on `subject` in `stream`, in order (an ordered consumer from the start)."""
+    import nats.errors
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    with anyio.fail_after(30):
+        info = await bus.js.stream_info(stream, subjects_filter=subject)
+    total = sum((info.state.subjects or {}).values())
+    out: list[Any] = []
+    if total == 0:
+        return out
+    sub = await bus.js.subscribe(
+        subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
+    try:
+        while len(out) < total:
+            try:
+                out.append(await sub.next_msg(timeout=5))
+            except nats.errors.TimeoutError:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def evaluated(bus: Bus) -> list[Any]:
+    from soar_async.bus.topology import EVALUATED_ALL, STREAM_EVENTS
+    from soar_async.messages import Evaluated
+
+    return [Evaluated.decode(m.data) for m in await read_subject(bus, EVALUATED_ALL, STREAM_EVENTS)]
+
+
+async def dead_letters(bus: Bus, role: str = "executor") -> list[Any]:
+    from soar_async.bus.topology import STREAM_DLQ, dead_letter_subject
+
+    return await read_subject(bus, dead_letter_subject(role), STREAM_DLQ)
+
+
+async def submit(bus: Bus, reqs: list[Any]) -> None:
+    for r in reqs:
+        await bus.js_publish(r.subject(), r.encode(), msg_id=r.dedup_id())
+
+
+def requests(n: int, code: str = "ok", task_id: str = "t1", prefix: str = "p") -> list[Any]:
+    from soar_async.messages import ExecRequest
+
+    return [
+        ExecRequest(
+            program_id=f"{prefix}{i:04d}", task_id=task_id, code=code, inputs=[[[i % 10]]], train_outputs=[[[i % 10]]]
+        )
+        for i in range(n)
+    ]

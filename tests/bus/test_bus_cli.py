@@ -1,0 +1,158 @@
+"""`soar up`, `soar status`, `soar logs`, `soar exec submit` as a user runs them, from two "terminals"."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from bushelpers import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_built")]
+
+PROG = "def transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n"
+
+
+def soar(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SOAR_NATS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "soar_async.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        **kw,
+    )
+
+
+def start_up(run: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SOAR_NATS_URL", None)
+    out = open(run.parent / "up.out", "wb")
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "soar_async.cli",
+            "up",
+            "--run-dir",
+            str(run),
+            "--concurrency",
+            "1",
+            "--ack-wait",
+            "5",
+            *extra,
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "nats.url").is_file() or "ready" not in (run.parent / "up.out").read_text():
+        assert p.poll() is None, (run.parent / "up.out").read_text()
+        assert time.monotonic() < deadline, "soar up did not become ready"
+        time.sleep(0.2)
+    return p
+
+
+def nats_children(p: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [c for c in psutil.Process(p.pid).children(recursive=True) if "nats-server" in c.name()]
+
+
+def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path, shared: Path) -> None:
+    run = tmp_path / "run"
+    up = start_up(run)
+    follower: subprocess.Popen[str] | None = None
+    try:
+        [srv] = nats_children(up)
+        prog = tmp_path / "rot180.py"
+        prog.write_text(PROG)
+        sel = f"{shared / 'arc-agi-1' / 'arc-agi_training_challenges.json'}#3c9b0459"
+
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "soar_async.cli", "logs", "-f", "--run-dir", str(run), "--json", "-n", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        time.sleep(2)
+
+        st = json.loads(soar("status", "--json", "--run-dir", str(run)).stdout)  # URL found via the run dir
+        assert [w["role"] for w in st["workers"]] == ["executor"]
+        sub = soar("exec", "submit", "--run-dir", str(run), "--task", sel, "--file", str(prog), "--wait", "90")
+        assert sub.returncode == 0, sub.stderr
+        assert "3c9b0459" in sub.stdout and "h=1.00" in sub.stdout
+        again = soar("exec", "submit", "--run-dir", str(run), "--task", sel, "--file", str(prog))
+        assert again.returncode == 0
+
+        st = json.loads(soar("status", "--json", "--run-dir", str(run)).stdout)
+        [task] = st["tasks"]
+        assert task["task_id"] == "3c9b0459" and task["evaluated"] == 1 and task["state"] == "evaluated"
+        assert "executor" in st["throughput_per_s"]
+        text = soar("status", "--run-dir", str(run)).stdout
+        assert "executor" in text and "soar.work.exec" in text
+        logs = soar("logs", "--run-dir", str(run), "-n", "500")
+        assert "actor running" in logs.stdout and "sandbox pool ready" in logs.stdout
+        only_exec = soar("logs", "--run-dir", str(run), "--actor", "executor", "--json", "-n", "500")
+        events = [json.loads(line) for line in only_exec.stdout.splitlines()]
+        assert events and {e["actor"] for e in events} == {"executor"}
+        warn = soar("logs", "--run-dir", str(run), "--level", "warning", "--json")
+        assert all(json.loads(x)["level"] in ("warning", "error", "critical") for x in warn.stdout.splitlines())
+
+        time.sleep(11)  # one progress interval: the executor reports its counters
+        follower.send_signal(signal.SIGINT)
+        out, _ = follower.communicate(timeout=30)
+        followed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert any(e["event"] == "progress" and e["fields"].get("ok", 0) >= 1 for e in followed), out[-2000:]
+        files = list((run / "logs").glob("up-*.jsonl"))
+        assert files and any('"executor"' in f.read_text() for f in files)
+    finally:
+        if follower is not None and follower.poll() is None:
+            follower.kill()  # a follower outlives servers on purpose (it reconnects): not here
+            follower.wait(10)
+        up.send_signal(signal.SIGINT)
+        rc = up.wait(60)
+    assert rc == 0, (tmp_path / "up.out").read_text()[-3000:]
+    assert not srv.is_running() or srv.status() == psutil.STATUS_ZOMBIE
+    assert not (run / "nats.url").exists()
+    assert "actor stopped" in (tmp_path / "up.out").read_text()
+
+
+def test_up_killed_leaves_no_orphan_server(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    up = start_up(run)
+    [srv] = nats_children(up)
+    up.kill()
+    up.wait(10)
+    srv.wait(15)  # PR_SET_PDEATHSIG: the kernel stops the server with its parent
+    assert not srv.is_running()
+
+
+def test_worker_without_server_fails_in_one_line(tmp_path: Path) -> None:
+    from soar_async.bus.server import free_port
+
+    r = soar(
+        "worker",
+        "--role",
+        "executor",
+        "--nats",
+        f"nats://127.0.0.1:{free_port()}",
+        "--run-dir",
+        str(tmp_path),
+        timeout=60,
+    )
+    assert r.returncode == 1 and r.stderr.startswith("soar: error: could not connect to NATS")
+    r = soar("status", "--run-dir", str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "no NATS server given" in r.stderr
+    r = soar("worker", "--role", "nope", "--nats", "nats://127.0.0.1:1", "--run-dir", str(tmp_path))
+    assert r.returncode == 1 and "unknown role 'nope'" in r.stderr

@@ -1,0 +1,119 @@
+"""The executor actor in-process on a real server, running programs in the real wasm sandbox."""
+
+from __future__ import annotations
+
+import anyio
+import msgpack
+import pytest
+from bushelpers import dead_letters, evaluated, provisioned, submit, topology, wait_for
+
+from actors.executor import Executor
+from soar_async.arc import load_tasks
+from soar_async.bus.conn import PayloadTooLarge
+from soar_async.bus.server import NatsServer
+from soar_async.bus.topology import OBJ_BLOBS, WORK_EXEC
+from soar_async.messages import ExecRequest
+from soar_async.records import program_id
+from soar_async.runtime.actor import ActorRunner
+from soar_async.runtime.client import exec_requests
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_built")]
+
+FLIP = "def transform(grid):\n    return [row[::-1] for row in grid]\n"
+RAISES = "def transform(grid):\n    return grid[99]\n"
+SYNTAX = "def transform(grid)\n    return grid\n"
+NUMPY = "import numpy as np\ndef transform(grid):\n    return np.fliplr(np.array(grid)).tolist()\n"
+
+
+async def _with_executor(url: str, body, concurrency: int = 2) -> ActorRunner:  # type: ignore[no-untyped-def]
+    bus = await provisioned(url)
+    runner = ActorRunner(Executor, bus, concurrency=concurrency, topology=topology(), heartbeat_interval=0.5)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            try:
+                await body(bus, runner)
+            finally:
+                runner.request_stop()
+    finally:
+        await bus.close()
+    return runner
+
+
+def test_programs_evaluated_with_fitness_and_errors(nats_server: NatsServer) -> None:
+    grids = [[[1, 2], [3, 4]], [[5, 6, 7]]]
+    train_out = [[[2, 1], [4, 3]]]
+
+    def req(pid: str, code: str) -> ExecRequest:
+        return ExecRequest(program_id=pid, task_id="toy", code=code, inputs=grids, train_outputs=train_out)
+
+    async def body(bus, runner):  # type: ignore[no-untyped-def]
+        await submit(bus, [req("flip", FLIP), req("raises", RAISES), req("syntax", SYNTAX), req("np", NUMPY)])
+        await wait_for(lambda: runner.counters.ok >= 4, 120, "four programs evaluated")
+        evs = {e.program_id: e for e in await evaluated(bus)}
+        assert set(evs) == {"flip", "raises", "syntax", "np"}
+        for pid in ("flip", "np"):
+            assert evs[pid].outputs == [[[2, 1], [4, 3]], [[7, 6, 5]]]
+            assert evs[pid].errors == [None, None]
+            assert evs[pid].train_correct == [True] and evs[pid].fitness == 1.0
+            assert evs[pid].worker_id == runner.worker_id and evs[pid].duration_s > 0
+        assert evs["raises"].errors == ["exception", "exception"] and evs["raises"].fitness == 0.0
+        assert "IndexError" in (evs["raises"].details[0] or "")
+        assert evs["syntax"].errors == ["syntax_error", "syntax_error"]
+
+    anyio.run(_with_executor, nats_server.url, body)
+
+
+def test_real_arc_task_and_inputs_by_reference(nats_server: NatsServer, shared) -> None:  # type: ignore[no-untyped-def]
+    task = load_tasks(str(shared / "arc-agi-1" / "arc-agi_training_challenges.json") + "#3c9b0459")[0]
+    rot180 = "def transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n"
+
+    async def body(bus, runner):  # type: ignore[no-untyped-def]
+        [direct] = exec_requests([task], [rot180])
+        assert direct.program_id == program_id(task.id, rot180)
+        store = await bus.js.object_store(OBJ_BLOBS)
+        blob = msgpack.packb({"inputs": task.inputs(), "train_outputs": [p.output for p in task.train]})
+        await store.put(f"inputs/{task.id}", blob)
+        by_ref = ExecRequest(program_id="byref", task_id=task.id, code=rot180, inputs_ref=f"inputs/{task.id}")
+        missing = ExecRequest(program_id="missing", task_id=task.id, code=rot180, inputs_ref="inputs/nope")
+        await submit(bus, [direct, by_ref, missing])
+        await wait_for(
+            lambda: runner.counters.ok >= 2 and runner.counters.dead_lettered >= 1,
+            120,
+            "two evaluated, one dead letter",
+        )
+        evs = {e.program_id: e for e in await evaluated(bus)}
+        assert set(evs) == {direct.program_id, "byref"}
+        for e in evs.values():
+            assert e.fitness == 1.0 and len(e.outputs) == len(task.inputs())
+        [dl] = await dead_letters(bus)
+        assert "inputs/nope" in dl.headers["Soar-Reason"] and ExecRequest.decode(dl.data).program_id == "missing"
+
+    anyio.run(_with_executor, nats_server.url, body)
+
+
+def test_malformed_and_oversized_then_next_good_message(nats_server: NatsServer) -> None:
+    good = ExecRequest(program_id="after", task_id="toy", code=FLIP, inputs=[[[1, 2]]], train_outputs=[[[2, 1]]])
+
+    async def body(bus, runner):  # type: ignore[no-untyped-def]
+        bad = [
+            b"garbage",
+            msgpack.packb({**good.to_dict(), "v": 2}),
+            msgpack.packb({"t": "exec_request", "v": 1, "program_id": "x"}),
+        ]
+        for b in bad:
+            await bus.js.publish(WORK_EXEC, b)
+        huge = ExecRequest(program_id="huge", task_id="toy", code="#" * 10_000_000, inputs=[[[1]]])
+        with pytest.raises(PayloadTooLarge) as err:
+            await bus.js_publish(huge.subject(), huge.encode(), msg_id=huge.dedup_id())
+        assert "10000" in str(err.value) and "1048576" in str(err.value) and "object store" in str(err.value)
+        await submit(bus, [good])
+        await wait_for(
+            lambda: runner.counters.ok >= 1 and runner.counters.dead_lettered >= 3,
+            60,
+            "good message processed after the bad ones",
+        )
+        assert [e.program_id for e in await evaluated(bus)] == ["after"]
+        assert [m.data for m in await dead_letters(bus)] == bad
+
+    anyio.run(_with_executor, nats_server.url, body)
