@@ -7,7 +7,7 @@ setup:
 	@ops/setup.sh dev
 
 run: setup
-	ops/run.sh
+	ops/run.sh $(ARGS)
 
 test: setup
 	.venv/bin/python -m pytest -q

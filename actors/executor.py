@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
-import threading
 from typing import Any, ClassVar
 
 import anyio
@@ -47,16 +45,12 @@ class Executor(Actor[ExecRequest]):
 
     async def setup(self) -> None:
         from soar_async.sandbox import Limits, SandboxPool, ensure_built
+        from soar_async.sandbox.build import is_built
 
         # The first build compiles the wasm module (minutes); later starts load the cache.
         # Both that and the pool's start (spawning worker processes) block: keep them off the loop.
-        try:
-            from soar_async.sandbox.build import is_built
-
-            if not is_built():
-                self.ctx.log.info("building the wasm sandbox (first run on this machine: about 2 minutes)")
-        except ImportError:
-            pass
+        if not is_built():
+            self.ctx.log.info("building the wasm sandbox (first run on this machine: about 2 minutes)")
         await anyio.to_thread.run_sync(ensure_built)
         sb = dict(self.ctx.options.get("sandbox") or {})
         limits = Limits(
@@ -65,17 +59,7 @@ class Executor(Actor[ExecRequest]):
             stdout_bytes=int(sb.get("stdout_bytes") or 4096),
         )
         workers = self.ctx.concurrency
-        # Ctrl-C in a terminal signals the whole foreground process group. The sandbox's worker
-        # processes must not die of it mid-program (that would read as a crashed program): they
-        # inherit an ignored SIGINT, while this process drains on its own signal handler.
-        restore = None
-        if threading.current_thread() is threading.main_thread():
-            restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            self.pool = await anyio.to_thread.run_sync(lambda: SandboxPool(workers=workers, limits=limits))
-        finally:
-            if restore is not None:
-                signal.signal(signal.SIGINT, restore)
+        self.pool = await anyio.to_thread.run_sync(lambda: SandboxPool(workers=workers, limits=limits))
         self.ctx.log.info("sandbox pool ready", workers=workers, wall_s=limits.wall_s, memory_mb=limits.memory_mb)
 
     async def teardown(self) -> None:

@@ -23,6 +23,7 @@ import anyio
 from soar_async.bus.conn import Bus, BusConfig, BusError
 from soar_async.bus.server import NatsServer, ServerError
 from soar_async.bus.topology import Topology
+from soar_async.commands.config import add_config_args
 
 URL_FILE = "nats.url"
 
@@ -31,12 +32,10 @@ URL_FILE = "nats.url"
 
 
 def _load_cfg(args: argparse.Namespace) -> Any:
-    """The project config (file + environment), or None if the config module is unavailable."""
-    try:
-        from soar_async import config as config_mod
-    except ImportError:  # pragma: no cover - config lands in parallel
-        return None
-    return config_mod.load(getattr(args, "config", None))
+    """The project configuration: defaults < --config file < environment < --set."""
+    from soar_async.commands.config import config_from_args
+
+    return config_from_args(args)
 
 
 def run_dir_of(args: argparse.Namespace, cfg: Any) -> Path:
@@ -109,7 +108,7 @@ def _sandbox_options(cfg: Any) -> dict[str, Any]:
 
 def _add_bus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats", metavar="URL", help="NATS server URL(s), comma-separated (default: see `soar up`)")
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    add_config_args(p)
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<name> from the config)")
     p.add_argument("--user", help="NATS user (or SOAR_NATS_USER)")
     p.add_argument("--password", help="NATS password (or SOAR_NATS_PASSWORD)")

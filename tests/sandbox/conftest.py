@@ -1,4 +1,4 @@
-"""Sandbox test fixtures: the snapshot build is done once per session (and cached on disk)."""
+"""Sandbox test fixtures: one runtime per session on the built snapshot (see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,6 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="session")
-def sandbox_built() -> object:
-    """Build (first time: about two minutes) or load the cached snapshot module."""
-    from soar_async.sandbox import ensure_built
-
-    return ensure_built(progress=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 import msgpack
 import pytest
 
-from soar_async.sandbox import ErrorKind, ExecResult, GridResult, Limits, execute
+from soar_async.sandbox import ErrorKind, ExecResult, GridResult, Limits, ensure_built, execute
 
 G = [[0, 1], [2, 3]]
 
@@ -99,11 +99,8 @@ def test_limits_are_validated() -> None:
 
 @pytest.mark.slow
 def test_fuel_limit(sandbox_built: object) -> None:
-    """Fuel needs its own compiled module (built once, about two minutes): only run when cached."""
-    from soar_async.sandbox.build import is_built
-
-    if not is_built(fuel=True):
-        pytest.skip("fuel-metered module not built (soar sandbox build --fuel)")
+    """Fuel needs its own compiled module: the first run on a machine builds it (about two minutes)."""
+    ensure_built(fuel=True)
     spin = "def transform(g):\n    while True: pass\n"
     res = execute(spin, [G], Limits(fuel=10_000_000, wall_s=60))
     assert res.results[0].error is ErrorKind.TIMEOUT

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from soar_async.cli import main
-from soar_async.sandbox.corpus import _arc_dir
 
 SOLVER = """import numpy as np
 def transform(grid):
@@ -19,17 +18,14 @@ def transform(grid):
 """
 
 
-def _task_selector() -> str:
-    d = _arc_dir()
-    if d is None:
-        pytest.skip("ARC files not available")
-    return f"{d / 'arc-agi_evaluation_challenges.json'}#00576224"
+def _task_selector(shared: Path) -> str:
+    return f"{shared / 'arc-agi-1' / 'arc-agi_evaluation_challenges.json'}#00576224"
 
 
-def test_run_json(sandbox_built: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_json(sandbox_built: object, tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prog = tmp_path / "p.py"
     prog.write_text(SOLVER)
-    assert main(["sandbox", "run", "--task", _task_selector(), "--file", str(prog), "--json"]) == 0
+    assert main(["sandbox", "run", "--task", _task_selector(shared), "--file", str(prog), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"train", "test"}
     for entry in out["train"] + out["test"]:
@@ -39,25 +35,23 @@ def test_run_json(sandbox_built: object, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_run_reports_errors_and_wrong_answers(
-    sandbox_built: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sandbox_built: object, tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prog = tmp_path / "p.py"
     prog.write_text(
         "def transform(g):\n    if len(g) == 2 and g[0][0] == 8:\n        raise ValueError('no')\n    return g\n"
     )
-    assert main(["sandbox", "run", "--task", _task_selector(), "--file", str(prog), "--json"]) == 0
+    assert main(["sandbox", "run", "--task", _task_selector(shared), "--file", str(prog), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     kinds = [(e["error"], e["correct"]) for e in out["train"]]
     assert ("exception", False) in kinds and (None, False) in kinds
-    assert main(["sandbox", "run", "--task", _task_selector(), "--file", str(prog)]) == 0
+    assert main(["sandbox", "run", "--task", _task_selector(shared), "--file", str(prog)]) == 0
     text = capsys.readouterr().out
     assert "exception: ValueError: no" in text and "wrong" in text
 
 
-def test_run_rejects_multi_task_selector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = _arc_dir()
-    if d is None:
-        pytest.skip("ARC files not available")
+def test_run_rejects_multi_task_selector(tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = shared / "arc-agi-1"
     prog = tmp_path / "p.py"
     prog.write_text(SOLVER)
     rc = main(["sandbox", "run", "--task", f"{d / 'arc-agi_evaluation_challenges.json'}[:2]", "--file", str(prog)])
