@@ -26,9 +26,9 @@ from soar_async import baseline
 from soar_async.arc import Task
 from soar_async.bus.conn import BusConfig
 from soar_async.bus.server import NatsServer
-from soar_async.messages import Evaluated, ExecRequest
+from soar_async.messages import Evaluated, ExecRequest, TaskStatus
 from soar_async.records import ProgramRecord
-from soar_async.runtime.client import exec_request, submit_and_collect
+from soar_async.runtime.client import exec_request, publish_task_status, submit_and_collect
 from soar_async.runtime.host import ActorSpec, serve
 from soar_async.scoring import make_submission, score_submission, vote, write_submission
 
@@ -59,6 +59,17 @@ def requests_for(tasks: Sequence[Task], source: ProgramSource) -> list[ExecReque
     """ExecRequests for every (task, program), duplicates of the same code on a task dropped."""
     reqs = {r.program_id: r for task in tasks for r in (exec_request(task, code) for _, code in source(task))}
     return list(reqs.values())
+
+
+def task_status(task_id: str, records: Sequence[ProgramRecord]) -> TaskStatus:
+    """A task after a pass: how many programs, how many right on every train pair, the best h."""
+    return TaskStatus(
+        task_id=task_id,
+        state="done",
+        programs=len(records),
+        correct=sum(r.all_train_correct for r in records),
+        best_fitness=max((r.train_accuracy for r in records), default=0.0),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -110,15 +121,14 @@ async def solve(
     async with contextlib.AsyncExitStack() as stack:
         bc = bus or await stack.enter_async_context(embedded_system(run_dir, executors))
         results = await submit_and_collect(bc, reqs, timeout=timeout, on_result=on_result)
-    by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
-    task_by_id = {t.id: t for t in tasks}
-    for ev in results.values():
-        task = task_by_id[ev.task_id]
-        by_task[ev.task_id].append(
-            ProgramRecord.from_outputs(task, codes[ev.program_id], ev.outputs, ev.errors)
-        )
-    attempts = {tid: vote(recs, c=vote_c) for tid, recs in by_task.items()}
-    submission = make_submission(attempts, tasks)
+        by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
+        task_by_id = {t.id: t for t in tasks}
+        for ev in results.values():
+            task = task_by_id[ev.task_id]
+            by_task[ev.task_id].append(ProgramRecord.from_outputs(task, codes[ev.program_id], ev.outputs, ev.errors))
+        attempts = {tid: vote(recs, c=vote_c) for tid, recs in by_task.items()}
+        submission = make_submission(attempts, tasks)
+        await publish_task_status(bc, [task_status(tid, recs) for tid, recs in by_task.items()])
     sub_path = run_dir / "submission.json"
     write_submission(sub_path, submission)
     report = SolveReport(

@@ -15,9 +15,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from soar_async.arc import Task
 from soar_async.bus.conn import Bus, BusConfig
-from soar_async.bus.topology import EVALUATED_ALL, evaluated_subject, provision
+from soar_async.bus.topology import EVALUATED_ALL, KV_TASKS, evaluated_subject, provision
 from soar_async.logs import get_logger
-from soar_async.messages import DecodeError, Evaluated, ExecRequest
+from soar_async.messages import DecodeError, Evaluated, ExecRequest, TaskStatus
 from soar_async.records import program_id
 
 
@@ -86,3 +86,19 @@ async def submit_and_collect(
         with anyio.CancelScope(shield=True):
             await bus.close()
     return results
+
+
+async def publish_task_status(bc: BusConfig, statuses: Iterable[TaskStatus]) -> None:
+    """Record where tasks stand: latest value in the `soar_tasks` bucket (what `soar status`
+    shows) and an event on `soar.evt.task.status` (what other actors follow)."""
+    bus = await Bus.connect(bc, name="soar-client")
+    try:
+        kv = await bus.js.key_value(KV_TASKS)
+        for st in statuses:
+            payload = st.encode()
+            with anyio.fail_after(bc.request_timeout):
+                await kv.put(st.task_id, payload)
+            await bus.js_publish(st.subject(), payload)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await bus.close()

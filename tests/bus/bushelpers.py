@@ -181,3 +181,21 @@ def requests(n: int, code: str = "ok", task_id: str = "t1", prefix: str = "p") -
         )
         for i in range(n)
     ]
+
+
+async def run_actor(url: str, actor_cls: type, body: Callable[..., Any], concurrency: int = 2, **kw: Any) -> Any:
+    """Run one actor in-process on a provisioned bus while `body(bus, runner)` drives it."""
+    from soar_async.runtime.actor import ActorRunner
+
+    bus = await provisioned(url)
+    runner = ActorRunner(actor_cls, bus, concurrency=concurrency, topology=topology(), heartbeat_interval=0.5, **kw)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(runner.run)
+            try:
+                await body(bus, runner)
+            finally:
+                runner.request_stop()
+    finally:
+        await bus.close()
+    return runner

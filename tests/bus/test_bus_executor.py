@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import msgpack
 import pytest
-from bushelpers import dead_letters, evaluated, provisioned, submit, topology, wait_for
+from bushelpers import dead_letters, evaluated, run_actor, submit, wait_for
 
 from actors.executor import Executor
 from soar_async.arc import load_tasks
@@ -14,7 +14,6 @@ from soar_async.bus.server import NatsServer
 from soar_async.bus.topology import OBJ_BLOBS, WORK_EXEC
 from soar_async.messages import ExecRequest
 from soar_async.records import program_id
-from soar_async.runtime.actor import ActorRunner
 from soar_async.runtime.client import exec_requests
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_built")]
@@ -25,19 +24,8 @@ SYNTAX = "def transform(grid)\n    return grid\n"
 NUMPY = "import numpy as np\ndef transform(grid):\n    return np.fliplr(np.array(grid)).tolist()\n"
 
 
-async def _with_executor(url: str, body, concurrency: int = 2) -> ActorRunner:  # type: ignore[no-untyped-def]
-    bus = await provisioned(url)
-    runner = ActorRunner(Executor, bus, concurrency=concurrency, topology=topology(), heartbeat_interval=0.5)
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(runner.run)
-            try:
-                await body(bus, runner)
-            finally:
-                runner.request_stop()
-    finally:
-        await bus.close()
-    return runner
+async def _with_executor(url: str, body, concurrency: int = 2, **kw):  # type: ignore[no-untyped-def]
+    return await run_actor(url, Executor, body, concurrency, **kw)
 
 
 def test_programs_evaluated_with_fitness_and_errors(nats_server: NatsServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import msgpack
 import pytest
-from bushelpers import connect, dead_letters, evaluated, provisioned, requests, submit, topology, wait_for
+from bushelpers import connect, dead_letters, evaluated, provisioned, requests, run_actor, submit, topology, wait_for
 from helper_actors import Echo
 
 from soar_async.bus.conn import PayloadTooLarge
@@ -16,18 +16,7 @@ from soar_async.runtime.actor import ActorRunner
 
 
 async def _run_echo(url: str, body, concurrency: int = 2, **kw):  # type: ignore[no-untyped-def]
-    bus = await provisioned(url)
-    runner = ActorRunner(Echo, bus, concurrency=concurrency, topology=topology(), heartbeat_interval=0.5, **kw)
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(runner.run)
-            try:
-                await body(bus, runner)
-            finally:
-                runner.request_stop()
-    finally:
-        await bus.close()
-    return runner
+    return await run_actor(url, Echo, body, concurrency, **kw)
 
 
 def test_batch_evaluated_once(nats_server: NatsServer) -> None:

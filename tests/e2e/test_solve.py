@@ -18,9 +18,12 @@ import pytest
 
 from soar_async import baseline
 from soar_async.arc import load_tasks
+from soar_async.bus.conn import Bus
+from soar_async.bus.topology import KV_TASKS
+from soar_async.messages import TaskStatus
 from soar_async.records import evaluate_native
 from soar_async.scoring import read_submission, vote
-from soar_async.solve import solve
+from soar_async.solve import embedded_system, solve
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -57,6 +60,23 @@ def test_solve_pass_on_the_embedded_system(tmp_path: Path) -> None:
     again = anyio.run(lambda: solve(tasks, run_dir=tmp_path, executors=1, timeout=600))
     assert again.evaluated == report.programs
     assert again.score == report.score and again.solved == report.solved
+
+    # Each task's state was recorded in the task bucket (what `soar status` shows).
+    statuses = anyio.run(lambda: read_task_statuses(tmp_path))
+    assert set(statuses) == {t.id for t in tasks}
+    for tid in SOLVABLE:
+        assert statuses[tid].state == "done" and statuses[tid].correct >= 1 and statuses[tid].best_fitness == 1.0
+    assert sum(s.programs for s in statuses.values()) == report.programs
+
+
+async def read_task_statuses(run_dir: Path) -> dict[str, TaskStatus]:
+    async with embedded_system(run_dir, 1) as bc:
+        bus = await Bus.connect(bc)
+        try:
+            kv = await bus.js.key_value(KV_TASKS)
+            return {k: TaskStatus.decode((await kv.get(k)).value or b"") for k in await kv.keys()}
+        finally:
+            await bus.close()
 
 
 @pytest.mark.slow
