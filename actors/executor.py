@@ -12,7 +12,6 @@ referenced blob missing) go through nak / dead letter.
 from __future__ import annotations
 
 import collections
-import os
 from typing import Any, ClassVar
 
 import anyio
@@ -22,6 +21,8 @@ from soar_async.arc import Grid
 from soar_async.bus.topology import OBJ_BLOBS
 from soar_async.messages import Evaluated, ExecRequest
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError, current_deliveries
+from soar_async.sandbox.pool import available_cores
+from soar_async.scoring import correctness
 
 
 def _error_name(err: Any) -> str | None:
@@ -34,7 +35,7 @@ class Executor(Actor[ExecRequest]):
     role: ClassVar[str] = "executor"
     queue: ClassVar[str] = "exec"
     input_type: ClassVar[type[ExecRequest]] = ExecRequest
-    default_concurrency: ClassVar[int] = os.cpu_count() or 1
+    default_concurrency: ClassVar[int] = 2 * available_cores()
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
@@ -58,7 +59,10 @@ class Executor(Actor[ExecRequest]):
             memory_mb=int(sb.get("memory_mb") or 512),
             stdout_bytes=int(sb.get("stdout_bytes") or 4096),
         )
-        workers = self.ctx.concurrency
+        # Programs in flight (concurrency) exceed the sandbox processes (one per core by
+        # default) so that fetching, publishing and acking overlap execution: with one job per
+        # process, each process would idle for the bus round trips between its programs.
+        workers = int(sb.get("workers") or 0) or min(self.ctx.concurrency, available_cores())
         self.pool = await anyio.to_thread.run_sync(lambda: SandboxPool(workers=workers, limits=limits))
         self.ctx.log.info("sandbox pool ready", workers=workers, wall_s=limits.wall_s, memory_mb=limits.memory_mb)
 
@@ -99,6 +103,8 @@ class Executor(Actor[ExecRequest]):
             inputs, train_outputs = await self._load_ref(msg.inputs_ref)
         else:
             raise PermanentError("exec request has neither inputs nor inputs_ref")
+        if train_outputs and len(train_outputs) > len(inputs):
+            raise PermanentError(f"{len(train_outputs)} train outputs for {len(inputs)} inputs")
         result = await self.pool.run(msg.code, inputs)
         if any(_error_name(r.error) == "crash" for r in result.results):
             # A sandbox worker died (killed by the OOM killer, by Ctrl-C while we shut down...).
@@ -109,14 +115,8 @@ class Executor(Actor[ExecRequest]):
         outputs = [r.output for r in result.results]
         errors = [_error_name(r.error) for r in result.results]
         details = [r.detail for r in result.results]
-        train_correct: list[bool] = []
-        if train_outputs:
-            train_correct = [
-                outputs[i] is not None and exp is not None and outputs[i] == exp
-                for i, exp in enumerate(train_outputs)
-                if i < len(outputs)
-            ]
-        fitness = sum(train_correct) / len(train_outputs) if train_outputs else 0.0
+        train_correct = [bool(c) for c in correctness(train_outputs or [], outputs[: len(train_outputs or [])])]
+        fitness = sum(train_correct) / len(train_correct) if train_correct else 0.0
         self.ctx.log.debug(
             "evaluated",
             fitness=round(fitness, 3),

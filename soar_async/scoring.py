@@ -79,6 +79,9 @@ def validate_output(obj: object) -> tuple[Grid | None, str | None]:
     """
     if obj is None:
         return None, "invalid output: transform returned None"
+    if isinstance(obj, list) and check_grid(obj) is None:
+        # Fast path: already a grid of Python ints (what the sandbox hands back), just copied.
+        return [list(row) for row in obj], None
     if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
         ndim = getattr(obj, "ndim", None)
         if ndim != 2:
@@ -112,7 +115,6 @@ def validate_output(obj: object) -> tuple[Grid | None, str | None]:
                 return None, f"invalid output: cell ({r}, {c}) is {v!r}, not an integer 0..9"
             out_row.append(iv)
         grid.append(out_row)
-    assert check_grid(grid) is None
     return grid, None
 
 
