@@ -9,39 +9,7 @@ from rich.console import Console
 from rich.text import Text
 
 from soar_async.arc import Grid, Task, find_task, grid_shape, load_tasks
-
-PALETTE = {
-    0: "#000000", 1: "#0074D9", 2: "#FF4136", 3: "#2ECC40", 4: "#FFDC00",
-    5: "#AAAAAA", 6: "#F012BE", 7: "#FF851B", 8: "#7FDBFF", 9: "#870C25",
-}  # fmt: skip
-"""The colours ARC's own viewer uses, so a task looks the same here as on the ARC site."""
-
-
-def grid_lines(grid: Grid) -> list[Text]:
-    """One `Text` per row; each cell shows its digit on its colour so it still reads without colour."""
-    lines = []
-    for row in grid:
-        t = Text()
-        for v in row:
-            fg = "black" if v in (4, 5, 8) else "white"
-            t.append(f"{v} ", style=f"{fg} on {PALETTE[v]}")
-        lines.append(t)
-    return lines
-
-
-def side_by_side(grids: list[tuple[str, Grid]], gap: int = 4) -> list[Text]:
-    """Grids next to each other under their titles, top-aligned."""
-    cols = [[Text(title), *grid_lines(g)] for title, g in grids]
-    widths = [max(len(x.plain) for x in c) for c in cols]
-    out = []
-    for r in range(max(len(c) for c in cols)):
-        line = Text()
-        for c, w in zip(cols, widths, strict=True):
-            cell = c[r] if r < len(c) else Text()
-            line.append_text(cell)
-            line.append(" " * (w - len(cell.plain) + gap))
-        out.append(line)
-    return out
+from soar_async.render import side_by_side
 
 
 def _shape(g: Grid) -> str:

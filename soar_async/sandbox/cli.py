@@ -43,10 +43,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render(grid: Grid) -> str:
-    return "\n".join("    " + "".join(str(v) for v in row) for row in grid)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from soar_async.cli import CliError
     from soar_async.sandbox import Limits, execute
@@ -82,16 +78,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout)
         print()
         return 0
+    from rich.console import Console
+
+    from soar_async.render import side_by_side
+
+    console = Console(highlight=False)
     print(f"task {task.id}: {len(task.train)} train + {len(task.test)} test inputs, {res.duration_s * 1e3:.1f} ms")
+    expected = {"train": [p.output for p in task.train], "test": [p.output for p in task.test]}
     for split, entries in report.items():
         for i, e in enumerate(entries):
             verdict = {True: "correct", False: "wrong", None: "answer unknown"}[e["correct"]]
             if e["error"]:
                 print(f"{split}[{i}]: {e['error']}: {e['detail'] or ''}  ({verdict})")
-            else:
-                grid = e["output"]
-                print(f"{split}[{i}]: {len(grid)}x{len(grid[0])} output ({verdict})")
-                print(_render(grid))
+                continue
+            grid: Grid = e["output"]
+            print(f"{split}[{i}]: {len(grid)}x{len(grid[0])} output ({verdict})")
+            want = expected[split][i]
+            shown = [("output", grid)] + ([("expected", want)] if e["correct"] is False and want else [])
+            for line in side_by_side(shown):
+                console.print(line)
     if res.stdout:
         print("stdout (captured, truncated):")
         print(res.stdout.rstrip("\n"))
