@@ -72,9 +72,10 @@ def _jsonable(o: Any) -> Any:
 class _Tee:
     """Final processor: JSON line to the process's file, readable text to the console."""
 
-    def __init__(self, console: bool, json_console: bool) -> None:
+    def __init__(self, console: bool, json_console: bool, console_level: int = 0) -> None:
         self.console = console
         self.json_console = json_console
+        self.console_level = console_level
         self.lock = threading.Lock()
         self.pretty = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
@@ -85,7 +86,7 @@ class _Tee:
             with self.lock:
                 f.write(line + "\n")
                 f.flush()
-        if not self.console:
+        if not self.console or LEVELS.get(method, logging.CRITICAL) < self.console_level:
             raise structlog.DropEvent
         if self.json_console:
             return line
@@ -100,9 +101,13 @@ def configure_logging(
     level: str = "info",
     console: bool = True,
     json_console: bool = False,
+    console_level: str | None = None,
     stream: TextIO | None = None,
 ) -> Path | None:
     """Set up structlog for this process; returns the JSON log file path (None without run dir).
+
+    `console_level` shows only events at or above it on the console (the file still gets
+    everything at `level`): a command with its own progress output keeps warnings visible.
 
     `process` names the file (`<process>-<pid>.jsonl`); `worker_id` is stamped on every event.
     Calling again reconfigures (tests run several configurations in one interpreter).
@@ -133,7 +138,7 @@ def configure_logging(
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             forwarder,
-            _Tee(console, json_console),
+            _Tee(console, json_console, LEVELS.get((console_level or level).lower(), logging.INFO)),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level.lower(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),

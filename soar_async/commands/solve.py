@@ -25,7 +25,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else cfg.run.path
     urls = args.nats or ",".join(cfg.bus.nats_urls)
     bus = BusConfig.from_url(urls) if urls else None
-    configure_logging(run_dir=run_dir, process="solve", console=False)
+    configure_logging(run_dir=run_dir, process="solve", console_level="warning")
     done = 0
 
     def progress(ev: Evaluated) -> None:
@@ -52,6 +52,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
     )
     rate = report.evaluated / report.seconds if report.seconds else 0.0
     print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s)")
+    if report.evaluated < report.programs:
+        print(
+            f"soar solve: {report.programs - report.evaluated} program(s) not evaluated within --timeout "
+            f"{args.timeout:g} s; their requests stay queued for the executors (the vote used what came back)",
+            file=sys.stderr,
+        )
     print(f"submission: {report.submission_path}")
     if report.score is not None:
         print(f"score: {report.score * 100:.2f}% of {report.tasks} tasks ({len(report.solved)} fully solved)")

@@ -19,6 +19,7 @@ from soar_async.bus.topology import EVALUATED_ALL, KV_TASKS, evaluated_subject, 
 from soar_async.logs import get_logger
 from soar_async.messages import DecodeError, Evaluated, ExecRequest, TaskStatus
 from soar_async.records import program_id
+from soar_async.runtime.registry import live_workers
 
 
 def exec_request(task: Task, code: str, *, parent_id: str | None = None, generation: int = 0) -> ExecRequest:
@@ -62,6 +63,8 @@ async def submit_and_collect(
                 ordered_consumer=True,
                 config=ConsumerConfig(filter_subjects=subjects, deliver_policy=DeliverPolicy.ALL),
             )
+        if not any(hb.role == "executor" for hb in await live_workers(bus)):
+            log.warning("no executor attached: requests wait in the queue until one joins", hint="soar worker")
         for r in reqs:
             await bus.js_publish(r.subject(), r.encode(), msg_id=r.dedup_id())
         if sub is None:

@@ -92,3 +92,18 @@ def test_soar_solve_command(tmp_path: Path) -> None:
     assert report["solved"] == ["3c9b0459", "67a3c6ac"]
     logs = list((tmp_path / "logs").glob("*.jsonl"))
     assert logs and any('"actor": "executor"' in f.read_text() or '"actor":"executor"' in f.read_text() for f in logs)
+
+
+def test_solve_without_executors_times_out_and_says_so(tmp_path: Path) -> None:
+    from soar_async.bus.server import NatsServer
+
+    soar = Path(sys.executable).parent / "soar"
+    with NatsServer(tmp_path / "nats") as srv:
+        r = subprocess.run(
+            [str(soar), "solve", "--nats", srv.url, "--tasks", "3c9b0459", "--timeout", "2", "--run-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert r.returncode == 1
+    assert "no executor attached" in r.stderr
+    assert "program(s) not evaluated within --timeout 2 s" in r.stderr
+    assert "Traceback" not in r.stderr
