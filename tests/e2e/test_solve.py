@@ -99,10 +99,8 @@ def test_solve_without_executors_times_out_and_says_so(tmp_path: Path) -> None:
 
     soar = Path(sys.executable).parent / "soar"
     with NatsServer(tmp_path / "nats") as srv:
-        r = subprocess.run(
-            [str(soar), "solve", "--nats", srv.url, "--tasks", "3c9b0459", "--timeout", "2", "--run-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        args = ["solve", "--nats", srv.url, "--tasks", "3c9b0459", "--timeout", "2", "--run-dir", str(tmp_path)]
+        r = subprocess.run([str(soar), *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "no executor attached" in r.stderr
     assert "program(s) not evaluated within --timeout 2 s" in r.stderr
