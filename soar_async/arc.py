@@ -6,10 +6,11 @@ it came from, with an error naming the file, the task, the pair and what is wron
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,15 @@ class Task:
     train: tuple[Pair, ...]
     test: tuple[Pair, ...]
     source: str = ""
+    digest: str = field(default="", compare=False)
+    """Hash of what a program sees and is judged on (all inputs, train outputs): two tasks
+    with the same id but other grids (ARC-AGI-1 and -2 share ids; an edited file) differ."""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            seen = [[p.input for p in self.train], [p.output for p in self.train], [p.input for p in self.test]]
+            text = json.dumps(seen, separators=(",", ":"))
+            object.__setattr__(self, "digest", hashlib.sha256(text.encode()).hexdigest()[:16])
 
     @property
     def has_solutions(self) -> bool:

@@ -19,10 +19,12 @@ from soar_async.scoring import correctness, outputs_key, validate_output
 ORIGINS = ("sample", "refine")
 
 
-def program_id(task_id: str, code: str) -> str:
+def program_id(task_id: str, code: str, task_digest: str = "") -> str:
     """Stable id from the task and the code: the same code for the same task is the same
-    program wherever and whenever it was written, which lets the archive skip duplicates."""
-    return hashlib.sha256(f"{task_id}\x00{code}".encode()).hexdigest()[:20]
+    program wherever and whenever it was written, which lets the bus and the archive skip
+    duplicates. `task_digest` (`Task.digest`) keeps tasks that share an id but not their
+    grids apart, so a result computed on other inputs is never reused."""
+    return hashlib.sha256(f"{task_id}\x00{task_digest}\x00{code}".encode()).hexdigest()[:20]
 
 
 @dataclass(slots=True)
@@ -161,6 +163,7 @@ class ProgramRecord:
         train_correct = [bool(c) for c in correctness([p.output for p in task.train], grids[:n_train])]
         test_correct = correctness([p.output for p in task.test], grids[n_train:])
         return cls(
+            id=program_id(task.id, code, task.digest),
             task_id=task.id,
             code=code,
             train_outputs=grids[:n_train],

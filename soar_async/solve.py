@@ -26,10 +26,13 @@ from soar_async import baseline
 from soar_async.arc import Task
 from soar_async.bus.conn import BusConfig
 from soar_async.bus.server import NatsServer
+from soar_async.bus.topology import Topology
+from soar_async.logs import get_logger
 from soar_async.messages import Evaluated, ExecRequest, TaskStatus
 from soar_async.records import ProgramRecord
 from soar_async.runtime.client import exec_request, publish_task_status, submit_and_collect
 from soar_async.runtime.host import ActorSpec, serve
+from soar_async.sandbox import ensure_built
 from soar_async.scoring import make_submission, score_submission, vote, write_submission
 
 ProgramSource = Callable[[Task], Sequence[tuple[str, str]]]
@@ -50,6 +53,8 @@ class SolveReport:
     solved: list[str] = field(default_factory=list)
     per_task: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    dead_lettered: dict[str, str] = field(default_factory=dict)
+    """program id -> reason for requests the executors gave up on (never evaluated)."""
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -73,8 +78,16 @@ def task_status(task_id: str, records: Sequence[ProgramRecord]) -> TaskStatus:
 
 
 @contextlib.asynccontextmanager
-async def embedded_system(run_dir: Path, executors: int | None) -> AsyncIterator[BusConfig]:
+async def embedded_system(
+    run_dir: Path,
+    executors: int | None,
+    *,
+    options: dict[str, Any] | None = None,
+    topology: Topology | None = None,
+) -> AsyncIterator[BusConfig]:
     """An embedded nats-server plus executor actors in this process, for the duration of the block."""
+    # The first run on a machine compiles the sandbox (minutes): do it before any timer starts.
+    await anyio.to_thread.run_sync(ensure_built)
     server = NatsServer(run_dir / "nats")
     server.start()
     try:
@@ -85,8 +98,9 @@ async def embedded_system(run_dir: Path, executors: int | None) -> AsyncIterator
             tg.start_soon(
                 lambda: serve(
                     bc,
-                    [ActorSpec("executor", executors)],
+                    [ActorSpec("executor", executors, options or {})],
                     run_dir=run_dir,
+                    topology=topology,
                     handle_signals=False,
                     stop=stop,
                     on_ready=lambda _runners: ready.set(),
@@ -102,6 +116,15 @@ async def embedded_system(run_dir: Path, executors: int | None) -> AsyncIterator
         server.stop()
 
 
+def record_of(task: Task, code: str, ev: Evaluated) -> ProgramRecord:
+    """An Evaluated event as an archive record; error texts keep the sandbox's detail."""
+    errors = [
+        None if kind is None else f"{kind}: {detail}" if detail else kind
+        for kind, detail in zip(ev.errors, ev.details or [None] * len(ev.errors), strict=False)
+    ]
+    return ProgramRecord.from_outputs(task, code, ev.outputs, errors)
+
+
 async def solve(
     tasks: Sequence[Task],
     *,
@@ -109,8 +132,11 @@ async def solve(
     source: ProgramSource = baseline.programs_for,
     bus: BusConfig | None = None,
     executors: int | None = None,
-    timeout: float = 1800.0,
+    timeout: float = 3600.0,
     vote_c: float = 1000.0,
+    n_attempts: int = 2,
+    executor_options: dict[str, Any] | None = None,
+    topology: Topology | None = None,
     on_result: Callable[[Evaluated], None] = lambda _e: None,
 ) -> SolveReport:
     """Run every candidate of `source` on `tasks` through the bus and vote two attempts per test input."""
@@ -118,25 +144,31 @@ async def solve(
     t0 = time.perf_counter()
     reqs = requests_for(tasks, source)
     codes = {r.program_id: r.code for r in reqs}
+    task_by_id = {t.id: t for t in tasks}
+    by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
     async with contextlib.AsyncExitStack() as stack:
-        bc = bus or await stack.enter_async_context(embedded_system(run_dir, executors))
-        results = await submit_and_collect(bc, reqs, timeout=timeout, on_result=on_result)
-        by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
-        task_by_id = {t.id: t for t in tasks}
+        bc = bus or await stack.enter_async_context(
+            embedded_system(run_dir, executors, options=executor_options, topology=topology)
+        )
+        got = await submit_and_collect(bc, reqs, timeout=timeout, on_result=on_result)
+        results = got.results
         for ev in results.values():
-            task = task_by_id[ev.task_id]
-            by_task[ev.task_id].append(ProgramRecord.from_outputs(task, codes[ev.program_id], ev.outputs, ev.errors))
-        attempts = {tid: vote(recs, c=vote_c) for tid, recs in by_task.items()}
+            by_task[ev.task_id].append(record_of(task_by_id[ev.task_id], codes[ev.program_id], ev))
+        attempts = {tid: vote(recs, c=vote_c, n_attempts=n_attempts) for tid, recs in by_task.items()}
         submission = make_submission(attempts, tasks)
-        await publish_task_status(bc, [task_status(tid, recs) for tid, recs in by_task.items()])
-    sub_path = run_dir / "submission.json"
-    write_submission(sub_path, submission)
+        sub_path = run_dir / "submission.json"
+        write_submission(sub_path, submission)
+        try:
+            await publish_task_status(bc, [task_status(tid, recs) for tid, recs in by_task.items()])
+        except Exception as e:  # the submission is written; task state is a convenience for `soar status`
+            get_logger(actor="solve").warning("could not record task status", error=repr(e))
     report = SolveReport(
         tasks=len(tasks),
         programs=len(reqs),
         evaluated=len(results),
         seconds=round(time.perf_counter() - t0, 3),
         submission_path=str(sub_path),
+        dead_lettered=got.dead_lettered,
     )
     if all(t.has_solutions for t in tasks):
         scored = score_submission(submission, tasks)

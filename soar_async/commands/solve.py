@@ -16,15 +16,15 @@ SOURCES = ("baseline",)
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    from soar_async.bus.conn import BusConfig
     from soar_async.logs import configure_logging
+    from soar_async.runtime.cli import bus_config, sandbox_options, topology_of
     from soar_async.solve import solve
 
     cfg = config_from_args(args)
     tasks = load_tasks(args.tasks or cfg.run.tasks)
     run_dir = Path(args.run_dir) if args.run_dir else cfg.run.path
-    urls = args.nats or ",".join(cfg.bus.nats_urls)
-    bus = BusConfig.from_url(urls) if urls else None
+    # A running `soar up` in the same run directory is used rather than a second server on its store.
+    bus = bus_config(args, cfg, run_dir=run_dir)
     configure_logging(run_dir=run_dir, process="solve", console_level="warning")
     done = 0
 
@@ -36,7 +36,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
     print(
         f"soar solve: {len(tasks)} task(s), program source {args.programs}, "
-        f"{'NATS ' + urls if urls else 'embedded NATS'}, run dir {run_dir}",
+        f"{'NATS ' + bus.redacted() if bus else 'embedded NATS'}, run dir {run_dir}",
         file=sys.stderr,
     )
     report = anyio.run(
@@ -47,14 +47,21 @@ def cmd_solve(args: argparse.Namespace) -> int:
             executors=args.executors or cfg.sandbox.workers or None,
             timeout=args.timeout,
             vote_c=cfg.vote.c,
+            n_attempts=cfg.vote.attempts,
+            executor_options=sandbox_options(cfg),
+            topology=topology_of(cfg),
             on_result=progress,
         )
     )
     rate = report.evaluated / report.seconds if report.seconds else 0.0
     print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s)")
-    if report.evaluated < report.programs:
+    if report.dead_lettered:
+        n = len(report.dead_lettered)
+        print(f"soar solve: {n} program(s) dead-lettered, never evaluated (see soar.dlq.executor)", file=sys.stderr)
+    if report.evaluated + len(report.dead_lettered) < report.programs:
         print(
-            f"soar solve: {report.programs - report.evaluated} program(s) not evaluated within --timeout "
+            f"soar solve: {report.programs - report.evaluated - len(report.dead_lettered)} program(s) "
+            f"not evaluated within --timeout "
             f"{args.timeout:g} s; their requests stay queued for the executors (the vote used what came back)",
             file=sys.stderr,
         )

@@ -38,10 +38,10 @@ from nats.aio.msg import Msg
 
 from soar_async import __version__
 from soar_async.bus.conn import Bus, BusError, PayloadTooLarge, backoff_delay
-from soar_async.bus.topology import KV_WORKERS, Topology, dead_letter_subject
+from soar_async.bus.topology import KV_WORKERS, Topology
 from soar_async.logs import bind, get_logger
 from soar_async.messages import DecodeError, Heartbeat, Message, decode
-from soar_async.runtime.deadletter import watch_max_deliveries
+from soar_async.runtime.deadletter import publish_dead_letter, watch_max_deliveries
 
 In = TypeVar("In", bound=Message)
 
@@ -332,14 +332,16 @@ class ActorRunner:
             bind(**self.actor.ids(obj))
             _deliveries.set(deliveries)
             try:
+                # Kept "in progress" until the outputs are stored too: a publish that retries
+                # through an outage may outlast the ack wait, and the job must not be redelivered.
                 self._working[id(msg)] = (msg, time.monotonic())
                 try:
                     out = await self.actor.handle(obj)
+                    outs = [] if out is None else [out] if isinstance(out, Message) else list(out)
+                    for o in outs:
+                        await self.ctx.publish(o)
                 finally:
                     self._working.pop(id(msg), None)
-                outs = [] if out is None else [out] if isinstance(out, Message) else list(out)
-                for o in outs:
-                    await self.ctx.publish(o)
             except PermanentError as e:
                 self.log.warning("permanent failure, dead-lettering", error=str(e))
                 await self._dead_letter(msg, f"permanent: {e}", deliveries)
@@ -427,24 +429,19 @@ class ActorRunner:
             seq = str(msg.metadata.sequence.stream)
         except Exception:
             pass
-        reason_h = " ".join(reason.split())[:1000].encode("ascii", "replace").decode()
-        headers = {
-            "Soar-Reason": reason_h,
-            "Soar-Source-Subject": msg.subject,
-            "Soar-Actor": self.actor_cls.role,
-            "Soar-Worker": self.worker_id,
-            "Soar-Stream-Seq": seq,
-            "Soar-Deliveries": str(deliveries),
-        }
         self.log.error("dead letter", reason=reason, subject=msg.subject, stream_seq=seq, size=len(msg.data))
-        dedup = f"dlq:{msg.subject}:{seq}" if seq else None
-        subject = dead_letter_subject(self.actor_cls.role)
         try:
-            try:
-                await self.bus.js_publish(subject, bytes(msg.data), msg_id=dedup, headers=headers, retry_for=30)
-            except PayloadTooLarge:
-                headers["Soar-Truncated"] = str(len(msg.data))
-                await self.bus.js_publish(subject, bytes(msg.data[:1024]), msg_id=dedup, headers=headers, retry_for=30)
+            await publish_dead_letter(
+                self.bus,
+                self.actor_cls.role,
+                bytes(msg.data),
+                source_subject=msg.subject,
+                seq=seq,
+                reason=reason,
+                deliveries=deliveries,
+                worker=self.worker_id,
+                msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+            )
         except Exception as e:
             self.log.error("could not write dead letter", error=repr(e))
 

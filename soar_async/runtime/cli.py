@@ -98,7 +98,7 @@ def topology_of(cfg: Any, args: argparse.Namespace | None = None) -> Topology:
     return topo
 
 
-def _sandbox_options(cfg: Any) -> dict[str, Any]:
+def sandbox_options(cfg: Any) -> dict[str, Any]:
     if cfg is None:
         return {}
     import dataclasses
@@ -154,7 +154,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     roles = [_parse_role(r) for r in args.role] if args.role else list(UP_ACTORS)
     if args.concurrency:
         roles = [(r, n or args.concurrency) for r, n in roles]
-    specs = [ActorSpec(r, n, _sandbox_options(cfg)) for r, n in roles]
+    specs = [ActorSpec(r, n, sandbox_options(cfg)) for r, n in roles]
     url = getattr(args, "nats", None) or os.environ.get("SOAR_NATS_URL")
     if not url and cfg is not None and cfg.bus.nats_urls:
         url = ",".join(cfg.bus.nats_urls)
@@ -246,7 +246,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return anyio.run(
             lambda: serve(
                 bc,
-                [ActorSpec(role, concurrency, _sandbox_options(cfg), worker_id)],
+                [ActorSpec(role, concurrency, sandbox_options(cfg), worker_id)],
                 run_dir=run_dir,
                 topology=topo,
                 update_topology=False,
@@ -611,15 +611,18 @@ def cmd_exec_submit(args: argparse.Namespace) -> int:
             )
 
     try:
-        res = anyio.run(lambda: submit_and_collect(bc, reqs, timeout=args.wait, on_result=emit))
+        got = anyio.run(lambda: submit_and_collect(bc, reqs, timeout=args.wait, on_result=emit))
     except BusError as e:
         raise ValueError(str(e)) from None
+    for pid, reason in sorted(got.dead_lettered.items()):
+        print(f"{pid}  dead-lettered: {reason}", file=sys.stderr)
     print(
         f"submitted {len(reqs)} execution request(s) for {len(tasks)} task(s)"
-        + (f"; {len(res)} evaluated" if args.wait else ""),
+        + (f"; {len(got.results)} evaluated" if args.wait else "")
+        + (f", {len(got.dead_lettered)} dead-lettered" if got.dead_lettered else ""),
         file=sys.stderr,
     )
-    return 0 if not args.wait or len(res) == len(reqs) else 1
+    return 0 if not args.wait or len(got.results) == len(reqs) else 1
 
 
 # --- registration ------------------------------------------------------------------------

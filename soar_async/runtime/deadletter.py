@@ -26,6 +26,47 @@ def advisory_subject(stream: str, durable: str) -> str:
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
 
 
+MSG_ID_HEADER = "Soar-Msg-Id"
+"""Dead letters carry the original Nats-Msg-Id (e.g. `exec:<program id>`), so whoever waits
+for a result can tell that this request will never produce one."""
+
+
+async def publish_dead_letter(
+    bus: Bus,
+    role: str,
+    data: bytes,
+    *,
+    source_subject: str,
+    seq: str,
+    reason: str,
+    deliveries: int,
+    worker: str = "",
+    msg_id: str | None = None,
+) -> None:
+    """Copy a message's original bytes to `soar.dlq.<role>` with why, where from and which try.
+
+    Deduplicated by stream sequence, so two workers dead-lettering the same message store it
+    once. A payload too large to republish keeps its first KiB and says so.
+    """
+    headers = {
+        "Soar-Reason": " ".join(reason.split())[:1000].encode("ascii", "replace").decode(),
+        "Soar-Source-Subject": source_subject,
+        "Soar-Actor": role,
+        "Soar-Worker": worker,
+        "Soar-Stream-Seq": seq,
+        "Soar-Deliveries": str(deliveries),
+    }
+    if msg_id:
+        headers[MSG_ID_HEADER] = msg_id
+    dedup = f"dlq:{source_subject}:{seq}" if seq else None
+    subject = dead_letter_subject(role)
+    try:
+        await bus.js_publish(subject, data, msg_id=dedup, headers=headers, retry_for=30)
+    except PayloadTooLarge:
+        headers["Soar-Truncated"] = str(len(data))
+        await bus.js_publish(subject, data[:1024], msg_id=dedup, headers=headers, retry_for=30)
+
+
 async def dead_letter_by_seq(bus: Bus, q: QueueSpec, role: str, seq: int, reason: str, deliveries: int) -> bool:
     """Copy stream message `seq` to the dead letter subject and remove it from the queue.
 
@@ -36,22 +77,16 @@ async def dead_letter_by_seq(bus: Bus, q: QueueSpec, role: str, seq: int, reason
             raw = await bus.js.get_msg(q.stream, seq)
     except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, TimeoutError):
         return False
-    data = bytes(raw.data or b"")
-    headers = {
-        "Soar-Reason": reason,
-        "Soar-Source-Subject": raw.subject or q.subject,
-        "Soar-Actor": role,
-        "Soar-Worker": "",
-        "Soar-Stream-Seq": str(seq),
-        "Soar-Deliveries": str(deliveries),
-    }
-    dedup = f"dlq:{raw.subject or q.subject}:{seq}"
-    subject = dead_letter_subject(role)
-    try:
-        await bus.js_publish(subject, data, msg_id=dedup, headers=headers, retry_for=30)
-    except PayloadTooLarge:
-        headers["Soar-Truncated"] = str(len(data))
-        await bus.js_publish(subject, data[:1024], msg_id=dedup, headers=headers, retry_for=30)
+    await publish_dead_letter(
+        bus,
+        role,
+        bytes(raw.data or b""),
+        source_subject=raw.subject or q.subject,
+        seq=str(seq),
+        reason=reason,
+        deliveries=deliveries,
+        msg_id=(raw.headers or {}).get("Nats-Msg-Id"),
+    )
     try:
         with anyio.fail_after(10):
             await bus.js.delete_msg(q.stream, seq)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,11 +110,22 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path, shared: Path) 
         warn = soar("logs", "--run-dir", str(run), "--level", "warning", "--json")
         assert all(json.loads(x)["level"] in ("warning", "error", "critical") for x in warn.stdout.splitlines())
 
-        time.sleep(11)  # one progress interval: the executor reports its counters
+        # The executor reports its counters every progress interval (10 s): follow until one shows.
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True)
+        reader.start()
+
+        def progressed() -> bool:
+            events = [json.loads(x) for x in list(lines) if x.startswith("{")]
+            return any(e["event"] == "progress" and e["fields"].get("ok", 0) >= 1 for e in events)
+
+        deadline = time.monotonic() + 120
+        while not progressed() and time.monotonic() < deadline:
+            time.sleep(0.5)
         follower.send_signal(signal.SIGINT)
-        out, _ = follower.communicate(timeout=30)
-        followed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        assert any(e["event"] == "progress" and e["fields"].get("ok", 0) >= 1 for e in followed), out[-2000:]
+        follower.wait(30)
+        reader.join(10)
+        assert progressed(), "".join(lines)[-2000:]
         files = list((run / "logs").glob("up-*.jsonl"))
         assert files and any('"executor"' in f.read_text() for f in files)
     finally:

@@ -9,12 +9,12 @@ from bushelpers import dead_letters, evaluated, run_actor, submit, wait_for
 
 from actors.executor import Executor
 from soar_async.arc import load_tasks
-from soar_async.bus.conn import PayloadTooLarge
+from soar_async.bus.conn import BusConfig, PayloadTooLarge
 from soar_async.bus.server import NatsServer
 from soar_async.bus.topology import OBJ_BLOBS, WORK_EXEC
 from soar_async.messages import ExecRequest
 from soar_async.records import program_id
-from soar_async.runtime.client import exec_requests
+from soar_async.runtime.client import exec_requests, submit_and_collect
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_built")]
 
@@ -58,7 +58,7 @@ def test_real_arc_task_and_inputs_by_reference(nats_server: NatsServer, shared) 
 
     async def body(bus, runner):  # type: ignore[no-untyped-def]
         [direct] = exec_requests([task], [rot180])
-        assert direct.program_id == program_id(task.id, rot180)
+        assert direct.program_id == program_id(task.id, rot180, task.digest)
         store = await bus.js.object_store(OBJ_BLOBS)
         blob = msgpack.packb({"inputs": task.inputs(), "train_outputs": [p.output for p in task.train]})
         await store.put(f"inputs/{task.id}", blob)
@@ -103,5 +103,18 @@ def test_malformed_and_oversized_then_next_good_message(nats_server: NatsServer)
         )
         assert [e.program_id for e in await evaluated(bus)] == ["after"]
         assert [m.data for m in await dead_letters(bus)] == bad
+
+    anyio.run(_with_executor, nats_server.url, body)
+
+
+def test_collector_reports_dead_lettered_requests_instead_of_waiting(nats_server: NatsServer) -> None:
+    """A request that can never be evaluated comes back as dead-lettered, well before the timeout."""
+    good = ExecRequest(program_id="good", task_id="toy", code=FLIP, inputs=[[[1, 2]]], train_outputs=[[[2, 1]]])
+    hopeless = ExecRequest(program_id="hopeless", task_id="toy", code=FLIP, inputs_ref="inputs/none")
+
+    async def body(bus, runner):  # type: ignore[no-untyped-def]
+        got = await submit_and_collect(BusConfig.from_url(nats_server.url), [good, hopeless], timeout=600)
+        assert set(got.results) == {"good"} and got.results["good"].fitness == 1.0
+        assert set(got.dead_lettered) == {"hopeless"} and "inputs/none" in got.dead_lettered["hopeless"]
 
     anyio.run(_with_executor, nats_server.url, body)

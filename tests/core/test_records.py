@@ -38,7 +38,16 @@ def test_hand_written_solutions_are_correct(task_id: str) -> None:
     assert rec.train_accuracy == 1.0 and rec.all_train_correct
     assert rec.test_correct == [True] * len(t.test) and rec.test_accuracy == 1.0
     assert rec.fully_correct and not rec.raised_any and rec.all_outputs_valid
-    assert rec.id == program_id(task_id, SOLUTIONS[task_id])
+    assert rec.id == program_id(task_id, SOLUTIONS[task_id], t.digest)
+
+
+def test_same_task_id_other_grids_is_another_program() -> None:
+    one = load_tasks("arc-agi-1:training#007bbfb7")[0]
+    two = load_tasks("arc-agi-2:training#007bbfb7")[0]
+    assert one.train != two.train and one.digest != two.digest
+    code = "def transform(grid):\n    return grid\n"
+    assert evaluate_native(one, code).id != evaluate_native(two, code).id
+    assert one.digest == load_tasks("arc-agi-1:training#007bbfb7")[0].digest  # stable across loads
 
 
 def test_partial_and_failing_programs() -> None:
