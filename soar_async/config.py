@@ -3,7 +3,10 @@
 Layers, later wins: built-in defaults (the paper's numbers) < TOML file < environment
 variables `SOAR_<SECTION>__<KEY>` < command-line `--set section.key=value`. Every layer
 goes through the same checker, so an unknown key or a value of the wrong type fails the
-same way wherever it came from, naming the key and the source.
+same way wherever it came from, naming the key and the source. Environment and `--set`
+values are text, interpreted once the key's type is known: a `str` key takes the text as
+it is (so the ARC id `20818e16` stays a string), a list key takes a TOML array or
+comma-separated items, any other key a TOML scalar.
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ class BusSettings:
     tls_key: str = ""
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 10.0
-    ack_wait_s: float = 60.0
+    ack_wait_s: float = 30.0
+    """Seconds a work-queue consumer waits for an ack before redelivering; must agree with
+    the runtime's default `QueueSpec.ack_wait` (30 s)."""
     max_deliver: int = 5
     replicas: int = 1
 
@@ -209,17 +214,55 @@ def apply(cfg: Config, values: Mapping[str, Any], source: str) -> Config:
             if key not in types_[section]:
                 known = ", ".join(types_[section])
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known in [{section}]: {known})")
-            checked = _check_type(value, types_[section][key], f"{section}.{key}", source)
+            tp = types_[section][key]
+            if isinstance(value, RawText):
+                value = _from_text(value, tp, f"{section}.{key}", source)
+            checked = _check_type(value, tp, f"{section}.{key}", source)
             setattr(getattr(cfg, section), key, checked)
     return cfg
 
 
+class RawText(str):
+    """A value given as text (environment variable, `--set`), parsed only once the type of
+    its key is known: ARC task ids such as `13713586` or `20818e16` must stay strings."""
+
+
 def _parse_scalar(text: str) -> Any:
-    """A command-line or environment value: TOML syntax if it parses, else a bare string."""
+    """A non-string value given as text: TOML syntax if it parses, else the bare string (which
+    then fails the type check, naming the key)."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _unquote(text: str) -> str:
+    """Strip one pair of matching surrounding quotes, nothing else (no escape processing)."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _from_text(text: str, tp: Any, key: str, source: str) -> Any:
+    """Interpret command-line / environment text for a key of type `tp`.
+
+    `str`: the text itself (one pair of surrounding quotes stripped). `list[...]`: a TOML
+    array (`['a', 'b']`) or comma-separated items, each interpreted as the item type. Any
+    other type: a TOML scalar (`0.3`, `true`, `7`).
+    """
+    text = text.strip()
+    if tp is str:
+        return _unquote(text)
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        if text.startswith("["):
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{source}: {key} must be a list, got unparsable {text!r}: {e}") from None
+        parts = [p.strip() for p in text.split(",")]
+        return [_from_text(p, item, key, source) for p in parts if p]
+    return _parse_scalar(text)
 
 
 def _nest(pairs: Iterable[tuple[str, Any]], source: str) -> dict[str, dict[str, Any]]:
@@ -236,12 +279,13 @@ ENV_PREFIX = "SOAR_"
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """`SOAR_SEARCH__MIN_P=0.1` -> {"search": {"min_p": 0.1}}; other SOAR_ variables are not ours."""
+    """`SOAR_SEARCH__MIN_P=0.1` -> {"search": {"min_p": RawText("0.1")}}; other SOAR_ variables
+    are not ours. The text is interpreted by `apply`, which knows each key's type."""
     pairs = []
     for name, raw in environ.items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-            pairs.append((f"{section}.{key}", _parse_scalar(raw)))
+            pairs.append((f"{section}.{key}", RawText(raw)))
     return _nest(pairs, "environment")
 
 
@@ -268,6 +312,6 @@ def load(
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r} must look like section.key=value")
-        pairs.append((key.strip(), _parse_scalar(raw.strip())))
+        pairs.append((key.strip(), RawText(raw.strip())))
     apply(cfg, _nest(pairs, "--set"), "--set")
     return cfg

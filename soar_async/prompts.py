@@ -43,16 +43,19 @@ DEFAULT_PROMPT_DIR = Path(__file__).resolve().parents[1] / "config" / "prompts"
 
 TEMPLATE_FILES = {"system": "system.txt", "sample_user": "sample_user.txt", "refine_user": "refine_user.txt"}
 
-def render(template: str, **values: str) -> str:
-    """Fill `{name}` placeholders by plain replacement.
 
-    Not `str.format`: templates may contain literal braces (code examples), and the values
-    (code, grids) must never be re-interpreted. Unknown placeholders are left as they are.
+def render(template: str, **values: str) -> str:
+    """Fill `{name}` placeholders in one pass over the template.
+
+    Not `str.format`: templates may contain literal braces (code examples). Not one
+    replacement after another either: a value (a parent's code, a grid) that contains
+    `{feedback}` or `{task}` must come out verbatim, never be filled in itself. Unknown
+    placeholders are left as they are.
     """
-    out = template
-    for name, value in values.items():
-        out = out.replace("{" + name + "}", value)
-    return out
+    if not values:
+        return template
+    pattern = re.compile(r"\{(" + "|".join(re.escape(name) for name in values) + r")\}")
+    return pattern.sub(lambda m: values[m.group(1)], template)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,21 +239,54 @@ def fenced(code: str) -> str:
 
 # --------------------------------------------------------------------------- code extraction
 
-_FENCE = re.compile(r"```[ \t]*([^\n`]*)\n(.*?)(?:```|\Z)", re.S)
+_FENCE_OPEN = re.compile(r"^[ \t]*(`{3,})[ \t]*([^`]*)$")
+"""An opening fence: a line that starts (after indentation) with three or more backticks,
+followed by an optional language tag without backticks. A ``` inside prose is not one."""
+_FENCE_CLOSE = re.compile(r"^[ \t]*(`{3,})[ \t]*$")
+"""A closing fence: a line of backticks only (at least as many as the opening fence)."""
 _PY_TAGS = {"", "python", "py", "python3", "py3"}
-_CODE_START = re.compile(r"^(?:import |from \S+ import |def |class |@)", re.M)
+_CODE_START = re.compile(r"^[ \t]*(?:import |from \S+ import |def |class |@)", re.M)
+_TRANSFORM_LINE = re.compile(r"^[ \t]*def transform\(", re.M)
 
 
-def _blocks(text: str) -> list[tuple[str, str]]:
-    """(language tag, body) of each fenced block; a final unterminated block runs to the end."""
-    return [(m.group(1).strip().lower(), m.group(2)) for m in _FENCE.finditer(text)]
+def _scan(text: str) -> tuple[list[tuple[str, str]], str]:
+    """(language tag, body) of each fenced block, and the text outside all blocks.
+
+    Fences count only at the start of a line; a final block without a closing fence runs
+    to the end of the text.
+    """
+    lines = text.split("\n")
+    blocks: list[tuple[str, str]] = []
+    outside: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE_OPEN.match(lines[i])
+        if m is None:
+            outside.append(lines[i])
+            i += 1
+            continue
+        ticks = len(m.group(1))
+        words = m.group(2).split()
+        tag = words[0].lower() if words else ""
+        body: list[str] = []
+        i += 1
+        while i < len(lines):
+            close = _FENCE_CLOSE.match(lines[i])
+            if close is not None and len(close.group(1)) >= ticks:
+                break
+            body.append(lines[i])
+            i += 1
+        i += 1  # the closing fence (or past the end)
+        blocks.append((tag, "\n".join(body)))
+    return blocks, "\n".join(outside)
 
 
-def _parsable_prefix(code: str) -> str:
-    """The longest run of leading lines that parses (prose after unfenced code is cut off)."""
+def _parsable_prefix(code: str) -> str | None:
+    """The longest run of leading lines, dedented, that parses and defines `transform`
+    (prose after unfenced code is cut off); None when there is none."""
     lines = code.splitlines()
     for end in range(len(lines), 0, -1):
-        candidate = "\n".join(lines[:end])
+        candidate = textwrap.dedent("\n".join(lines[:end]))
         if "def transform(" not in candidate:
             break
         try:
@@ -258,23 +294,43 @@ def _parsable_prefix(code: str) -> str:
         except (SyntaxError, ValueError):
             continue
         return candidate
-    return code
+    return None
+
+
+def _unfenced(text: str, *, must_parse: bool) -> str | None:
+    """Code written without a fence: from the first line that looks like code (or, failing
+    that, from the `def transform(` line) to the last line that keeps it parsable.
+
+    None when `text` has no line starting `def transform(`-bearing code. When nothing parses,
+    the text from the first code line is returned (so that running it reports the syntax
+    error) unless `must_parse`.
+    """
+    if "def transform(" not in text:
+        return None
+    starts = [m.start() for m in (_CODE_START.search(text), _TRANSFORM_LINE.search(text)) if m]
+    if not starts:
+        return None
+    for start in dict.fromkeys(starts):
+        code = _parsable_prefix(text[start:])
+        if code is not None:
+            return code
+    return None if must_parse else text[starts[0] :]
 
 
 def _pick_block(text: str) -> str | None:
-    blocks = _blocks(text)
+    blocks, outside = _scan(text)
     if not blocks:
-        if "def transform(" not in text:
-            return None
-        m = _CODE_START.search(text)
-        return _parsable_prefix(text[m.start() :] if m else text)
-    tiers = (
+        return _unfenced(text, must_parse=False)
+    for tier in (
         [b for tag, b in blocks if tag in _PY_TAGS and "def transform(" in b],
         [b for _, b in blocks if "def transform(" in b],
-        [b for tag, b in blocks if tag in _PY_TAGS],
-        [b for _, b in blocks],
-    )
-    for tier in tiers:
+    ):
+        if tier:
+            return tier[-1]
+    code = _unfenced(outside, must_parse=True)
+    if code is not None:
+        return code
+    for tier in ([b for tag, b in blocks if tag in _PY_TAGS], [b for _, b in blocks]):
         if tier:
             return tier[-1]
     return None
@@ -366,14 +422,15 @@ def _binds_np(code: str) -> bool:
 def extract_code(completion: str) -> str | None:
     """The program in an LLM completion, cleaned, or None when there is none.
 
-    Picks the last ```python block containing `def transform(` (falling back to the last
-    such block in any language, then the last python block, then the last block; a block
-    without a closing fence runs to the end of the text; without any fence, text that
-    contains `def transform(` is taken from its first line of code). Then keeps only
-    top-level definitions (see `_clean`), and prepends `import numpy as np` when the code
-    uses `np.` without binding `np`.
+    Fences count only at the start of a line (an inline ``` in prose is not one), and a
+    block without a closing fence runs to the end of the text. Picks the last ```python
+    block containing `def transform(`, falling back to the last such block in any
+    language; then to code written outside the fences (taken from its first line of code
+    up to where it stops parsing); then to the last python block, then the last block.
+    Then keeps only top-level definitions (see `_clean`), and prepends
+    `import numpy as np` when the code uses `np.` without binding `np`.
     """
-    block = _pick_block(completion)
+    block = _pick_block(completion.replace("\r\n", "\n"))
     if block is None:
         return None
     code = _clean(textwrap.dedent(block).strip("\n")).strip("\n")

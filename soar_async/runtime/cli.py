@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -88,11 +89,14 @@ def bus_config(args: argparse.Namespace, cfg: Any, *, run_dir: Path | None = Non
 
 
 def topology_of(cfg: Any, args: argparse.Namespace | None = None) -> Topology:
+    """The configured topology. `bus.ack_wait_s` and `bus.max_deliver` tune the execution queue;
+    the generation and training queues keep their own longer waits (their jobs run for minutes)."""
     topo = Topology()
     if cfg is not None:
         topo.replicas = int(cfg.bus.replicas)
-        topo.ack_wait = float(cfg.bus.ack_wait_s)
-        topo.max_deliver = int(cfg.bus.max_deliver)
+        topo.queues["exec"] = dataclasses.replace(
+            topo.queues["exec"], ack_wait=float(cfg.bus.ack_wait_s), max_deliver=int(cfg.bus.max_deliver)
+        )
     if args is not None and getattr(args, "replicas", None):
         topo.replicas = args.replicas
     return topo
@@ -101,8 +105,6 @@ def topology_of(cfg: Any, args: argparse.Namespace | None = None) -> Topology:
 def sandbox_options(cfg: Any) -> dict[str, Any]:
     if cfg is None:
         return {}
-    import dataclasses
-
     return {"sandbox": dataclasses.asdict(cfg.sandbox)}
 
 

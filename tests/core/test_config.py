@@ -72,3 +72,45 @@ def test_to_toml_round_trips(tmp_path: Path) -> None:
     f = tmp_path / "out.toml"
     f.write_text(c.to_toml())
     assert load(f, environ={}) == c
+
+
+def test_string_keys_take_cli_and_env_text_as_is() -> None:
+    """ARC ids that look like numbers stay strings (TOML would read an int and a float)."""
+    assert load(overrides=["run.tasks=13713586"], environ={}).run.tasks == "13713586"
+    assert load(overrides=["run.tasks=20818e16"], environ={}).run.tasks == "20818e16"
+    assert load(environ={"SOAR_RUN__TASKS": "20818e16"}).run.tasks == "20818e16"
+    assert load(environ={"SOAR_RUN__NAME": " 007 "}).run.name == "007"
+    # one pair of surrounding quotes is stripped, nothing else is interpreted
+    assert load(overrides=["run.name='x y'"], environ={}).run.name == "x y"
+    assert load(overrides=['run.name="true"'], environ={}).run.name == "true"
+    assert load(overrides=["model.path=C:\\new\\models"], environ={}).model.path == "C:\\new\\models"
+    assert load(overrides=["run.name=''"], environ={}).run.name == ""
+
+
+def test_list_keys_take_toml_arrays_or_commas() -> None:
+    urls = ["nats://a:1", "nats://b:2"]
+    assert load(overrides=["bus.nats_urls=['nats://a:1', 'nats://b:2']"], environ={}).bus.nats_urls == urls
+    assert load(environ={"SOAR_BUS__NATS_URLS": "nats://a:1,nats://b:2"}).bus.nats_urls == urls
+    assert load(overrides=["bus.nats_urls='nats://a:1', \"nats://b:2\""], environ={}).bus.nats_urls == urls
+    assert load(overrides=["bus.nats_urls="], environ={}).bus.nats_urls == []
+    with pytest.raises(ConfigError, match=r"--set: bus.nats_urls must be a list"):
+        load(overrides=["bus.nats_urls=['a'"], environ={})
+    with pytest.raises(ConfigError, match=r"environment: bus.nats_urls must be str, got int"):
+        load(environ={"SOAR_BUS__NATS_URLS": "[1, 2]"})
+
+
+def test_non_string_keys_still_parse_as_toml_and_errors_name_the_source() -> None:
+    c = load(overrides=["search.seed=13713586", "vote.c=20818e16", "train.use_rslora=false"], environ={})
+    assert c.search.seed == 13713586 and c.vote.c == 20818e16 and c.train.use_rslora is False
+    with pytest.raises(ConfigError, match=r"environment: search.seed must be int, got str '20818e1x'"):
+        load(environ={"SOAR_SEARCH__SEED": "20818e1x"})
+    with pytest.raises(ConfigError, match=r"--set: search.seed must be int, got float"):
+        load(overrides=["search.seed=20818e16"], environ={})
+    with pytest.raises(ConfigError, match=r"--set: train.use_rslora must be bool, got str"):
+        load(overrides=["train.use_rslora=yes"], environ={})
+
+
+def test_ack_wait_default_agrees_with_the_runtime() -> None:
+    from soar_async.bus.topology import QueueSpec
+
+    assert Config().bus.ack_wait_s == QueueSpec("s", "w", "d").ack_wait == 30.0

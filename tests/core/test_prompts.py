@@ -24,6 +24,7 @@ from soar_async.prompts import (
     grid_text,
     parse_grid_text,
     refine_messages,
+    render,
     sampling_messages,
     task_block,
 )
@@ -185,6 +186,20 @@ def test_templates_with_braces_in_values() -> None:
     assert "{'a': '{task}'}" in user and user.count("# Examples") == 1
 
 
+def test_placeholders_in_values_are_never_filled() -> None:
+    """One pass over the template: a parent's code containing `{feedback}`, `{task}` or
+    `{code}` comes out verbatim, and the feedback appears exactly once."""
+    t = by_id()["67a3c6ac"]
+    code = 'def transform(grid):\n    s = "{feedback} {task} {code} {colours}"\n    return grid\n'
+    parent = replace(_parent(t, code), code=code)
+    user = refine_messages(t, parent)[1]["content"]
+    assert 's = "{feedback} {task} {code} {colours}"' in user
+    assert user.count("train pairs correct") == 1 and user.count("# Examples") == 1
+    assert render("{a}{b}{a}{c}", a="{b}", b="[{a}]") == "{b}[{a}]{b}{c}"
+    assert render("{a} {{a}}", a="x") == "x {x}"
+    assert render("{a}") == "{a}"
+
+
 def test_prompts_on_a_task_with_hidden_test_outputs() -> None:
     t = by_id()["67a3c6ac"]
     hidden = Task(t.id, t.train, tuple(Pair(p.input, None) for p in t.test))
@@ -276,6 +291,47 @@ CASES: list[tuple[str, str, str | None]] = [
         BODY,
     ),
     ("block without any definition", "```python\nx = 1\nprint(x)\n```", None),
+    (
+        "inline triple backticks in prose are not a fence",
+        "Use ```transform``` to map.\n```python\ndef transform(g):\n    return g\n```",
+        "def transform(g):\n    return g",
+    ),
+    (
+        "inline triple backticks then an unterminated block",
+        "Call ```transform(grid)```, it returns ```grid```.\n```python\n" + BODY + "\n",
+        BODY,
+    ),
+    (
+        "a fence mid-line does not close the block",
+        "```python\n" + BODY + "\n# returns a grid, see ```docs```\n```\nDone ```.",
+        BODY,
+    ),
+    (
+        "longer fence holds a shorter one",
+        "````python\n" + BODY + '\n\nNOTE = """\n```\n"""\n````',
+        BODY,
+    ),
+    (
+        "unfenced transform beside fenced grids",
+        "The output is:\n```\n[[1, 2]]\n```\nSo the code is:\n\n" + BODY + "\n\nThat is all.\n```\n[[2, 1]]\n```",
+        BODY,
+    ),
+    (
+        "unfenced transform beside a python block without one",
+        "```python\nprint(1)\n```\nNow the function:\n" + BODY + "\n",
+        BODY,
+    ),
+    (
+        "transform only named in prose: last block used",
+        "I will call `def transform(grid)` later.\n```python\ndef helper(g):\n    return g\n```",
+        "def helper(g):\n    return g",
+    ),
+    (
+        "indented unfenced code",
+        "Answer:\n    def transform(grid):\n        return [row[::-1] for row in grid]\nThat flips.",
+        BODY,
+    ),
+    ("windows line endings", "```python\r\n" + BODY.replace("\n", "\r\n") + "\r\n```\r\n", BODY),
 ]
 
 

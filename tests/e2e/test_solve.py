@@ -23,7 +23,7 @@ from soar_async.bus.topology import KV_TASKS
 from soar_async.messages import TaskStatus
 from soar_async.records import evaluate_native
 from soar_async.scoring import read_submission, vote
-from soar_async.solve import embedded_system, solve
+from soar_async.solve import embedded_system, requests_for, solve
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -105,3 +105,21 @@ def test_solve_without_executors_times_out_and_says_so(tmp_path: Path) -> None:
     assert "no executor attached" in r.stderr
     assert "program(s) not evaluated within --timeout 2 s" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_same_task_id_with_other_grids_is_evaluated_afresh(tmp_path: Path) -> None:
+    """ARC-AGI-1 and ARC-AGI-2 share task ids with different grids: results must not be reused."""
+    one = load_tasks("arc-agi-1:training#007bbfb7")
+    two = load_tasks("arc-agi-2:training#007bbfb7")
+    first = anyio.run(lambda: solve(one, run_dir=tmp_path, executors=2, timeout=600))
+    seen: list[str] = []
+    second = anyio.run(
+        lambda: solve(two, run_dir=tmp_path, executors=2, timeout=600, on_result=lambda e: seen.append(e.program_id))
+    )
+    assert first.evaluated == first.programs and second.evaluated == second.programs
+    ids_one = {r.program_id for r in requests_for(one, baseline.programs_for)}
+    assert set(seen).isdisjoint(ids_one)
+    native = [evaluate_native(two[0], code) for _, code in baseline.programs_for(two[0])]
+    got = json.loads((tmp_path / "submission.json").read_text())["007bbfb7"]
+    assert got[0]["attempt_1"] == vote(native)[0][0]
