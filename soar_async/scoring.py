@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from soar_async.arc import MAX_SIDE, Grid, Task, check_grid
+from soar_async.arc import Grid, Task, check_grid
+from soar_async.sandbox.harness import to_grid
 
 VOTE_C = 1000.0
 """Weight of train accuracy in the vote: one fully-right program outweighs 1000 wrong ones."""
@@ -45,76 +46,20 @@ FILL_GRID: Grid = [[0]]
 # --------------------------------------------------------------------------- validation
 
 
-def _to_int(v: Any) -> int | None:
-    """An integral cell value as a Python int, or None.
-
-    Accepts Python and numpy integers and integral floats (LLM programs often build grids
-    with `np.zeros`, which are float; the reference compares lists with `==`, where
-    `1.0 == 1`, so such outputs count there too). Rejects bools: a boolean grid is a mask
-    returned by mistake, not a colour grid.
-    """
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    tname = type(v).__module__
-    if tname == "numpy":
-        kind = getattr(getattr(v, "dtype", None), "kind", "")
-        if kind in "iu":
-            return int(v)
-        if kind == "f" and float(v).is_integer():
-            return int(v)
-        return None
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return None
-
-
 def validate_output(obj: object) -> tuple[Grid | None, str | None]:
     """Normalise what `transform` returned into a grid, or say why it is not one.
 
-    Returns `(grid, None)` or `(None, error)`. Numpy arrays go through `tolist()`; rows may
-    be lists, tuples or numpy arrays; cells may be numpy integer types. The result is a
-    fresh list of lists of Python ints, so correctness is plain list equality afterwards.
+    Returns `(grid, None)` or `(None, "invalid output: ...")`. A thin wrapper around the sandbox
+    harness's `to_grid`, the one definition of a valid output, so native judging and the sandbox
+    agree: a list/tuple of rows or a 2-D numpy array; rows lists, tuples or 1-D arrays; cells ints
+    0..9, integral floats (LLM programs build grids with `np.zeros`; the reference compares lists
+    with `==`, where `1.0 == 1`) or numpy integer/float scalars; not bools, NaN or subclasses;
+    non-empty, rectangular, at most 30x30. The grid is a fresh list of lists of Python ints, so
+    correctness is plain list equality afterwards.
     """
-    if obj is None:
-        return None, "invalid output: transform returned None"
-    if isinstance(obj, list) and check_grid(obj) is None:
-        # Fast path: already a grid of Python ints (what the sandbox hands back), just copied.
-        return [list(row) for row in obj], None
-    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
-        ndim = getattr(obj, "ndim", None)
-        if ndim != 2:
-            return None, f"invalid output: numpy array with {ndim} dimensions, expected 2"
-        obj = obj.tolist()  # type: ignore[union-attr]
-    if not isinstance(obj, (list, tuple)):
-        return None, f"invalid output: expected a list of rows, got {type(obj).__name__}"
-    if not obj:
-        return None, "invalid output: grid is empty"
-    if len(obj) > MAX_SIDE:
-        return None, f"invalid output: grid has {len(obj)} rows, more than {MAX_SIDE}"
-    grid: Grid = []
-    width: int | None = None
-    for r, row in enumerate(obj):
-        if type(row).__module__ == "numpy" and hasattr(row, "tolist"):
-            row = row.tolist()
-        if not isinstance(row, (list, tuple)):
-            return None, f"invalid output: row {r} is {type(row).__name__}, not a list"
-        if not row:
-            return None, f"invalid output: row {r} is empty"
-        if width is None:
-            width = len(row)
-            if width > MAX_SIDE:
-                return None, f"invalid output: grid has {width} columns, more than {MAX_SIDE}"
-        elif len(row) != width:
-            return None, f"invalid output: ragged grid, row {r} has {len(row)} cells, row 0 has {width}"
-        out_row = []
-        for c, v in enumerate(row):
-            iv = _to_int(v)
-            if iv is None or not 0 <= iv <= 9:
-                return None, f"invalid output: cell ({r}, {c}) is {v!r}, not an integer 0..9"
-            out_row.append(iv)
-        grid.append(out_row)
+    kind, grid, detail = to_grid(obj)
+    if kind is not None:
+        return None, f"invalid output: {detail}"
     return grid, None
 
 
@@ -287,7 +232,8 @@ def _sort_token(key: VoteKey) -> str:
 def vote_groups(candidates: Iterable[Candidate], c: float = VOTE_C) -> list[VoteGroup]:
     """Group candidates by their test outputs and weigh each group, heaviest first.
 
-    Programs with any missing (None) test output are left out: they cannot be an answer.
+    Programs with any missing (None) test output are left out: they have no key (`vote`
+    still uses their valid outputs, input by input, to fill attempts the keys leave open).
     Weight = sum of (1 + c*h), summed with `math.fsum` so that the result, and therefore the
     order, does not depend on the order candidates arrive in. Ties are broken by the number
     of programs (more first), then by the JSON text of the key (lexicographic), so the
@@ -307,20 +253,59 @@ def vote_groups(candidates: Iterable[Candidate], c: float = VOTE_C) -> list[Vote
     return groups
 
 
-def vote(candidates: Iterable[Candidate], c: float = VOTE_C, n_attempts: int = 2) -> list[list[Grid]]:
-    """The final answer: for each test input, up to `n_attempts` grids, best first.
+def _input_ranking(cands: Sequence[tuple[Sequence[Grid | None], float]], i: int, c: float) -> list[GridKey]:
+    """The distinct valid grids that candidates give at test input `i`, heaviest first.
 
-    Attempt k is the k-th heaviest key's output (SOAR). One refinement for tasks with
-    several test inputs: when a lighter key repeats, at some test input, an output already
-    chosen there, the next key with a new output at that input is taken instead, so both
-    attempts are never spent on the same grid. Empty list for a test input when no
-    candidate has an output there.
+    Weight of a grid = sum of (1 + c*h) over the programs that output it there (`math.fsum`,
+    so order-independent); ties: more programs first, then the grid's JSON text.
     """
-    groups = vote_groups(candidates, c)
-    if not groups:
+    terms: dict[GridKey, list[float]] = {}
+    for outs, h in cands:
+        g = outs[i]
+        if g is not None:
+            terms.setdefault(grid_key(g), []).append(1.0 + c * h)
+    ranked = [(-math.fsum(t), -len(t), _sort_token(k), k) for k, t in terms.items()]
+    ranked.sort(key=lambda r: r[:3])
+    return [r[3] for r in ranked]
+
+
+def _n_test(cands: Sequence[tuple[Sequence[Grid | None], float]], groups: Sequence[VoteGroup]) -> int:
+    """The number of test inputs: the heaviest key's length, else the most common length
+    (the longer on a tie) among candidates with at least one valid output; 0 for none."""
+    if groups:
+        return len(groups[0].key)
+    lengths = [len(outs) for outs, _ in cands if any(g is not None for g in outs)]
+    if not lengths:
+        return 0
+    return max(set(lengths), key=lambda n: (lengths.count(n), n))
+
+
+def vote(candidates: Iterable[Candidate], c: float = VOTE_C, n_attempts: int = 2) -> list[list[Grid]]:
+    """The final answer: for each test input, up to `n_attempts` distinct grids, best first.
+
+    Primary rule (SOAR), over the programs with a valid output at every test input: key =
+    the tuple of all test outputs, weight = sum of (1 + c*h); attempt k is the k-th heaviest
+    key's output. When a lighter key repeats, at some test input, a grid already chosen
+    there, the next key with a new grid at that input is taken instead, so two attempts are
+    never spent on the same grid.
+
+    Fill: at each test input where the keys give fewer than `n_attempts` distinct grids
+    (too few keys, or none because every program failed somewhere), the remaining attempts
+    come from a vote at that input alone, over every program with a valid output there
+    (same weights, grids already chosen there skipped). So a program that is right on every
+    train pair but fails on one test input still offers its grid for the others.
+
+    Ties (equal weight) go to the group with more programs, then to the smaller JSON text,
+    so the answer is a pure function of the multiset of candidates. Empty list for a test
+    input where no candidate has a valid output; `[]` when none has any.
+    """
+    cands = [_unpack(cand) for cand in candidates]
+    groups = vote_groups(cands, c)
+    n_test = _n_test(cands, groups)
+    if n_test == 0:
         return []
-    n_test = len(groups[0].key)
-    groups = [g for g in groups if len(g.key) == n_test]  # guard against malformed candidates
+    cands = [(outs, h) for outs, h in cands if len(outs) == n_test]  # guard against malformed ones
+    groups = [g for g in groups if len(g.key) == n_test]
     result: list[list[Grid]] = []
     for i in range(n_test):
         chosen: list[GridKey] = []
@@ -329,6 +314,12 @@ def vote(candidates: Iterable[Candidate], c: float = VOTE_C, n_attempts: int = 2
                 break
             if g.key[i] not in chosen:
                 chosen.append(g.key[i])
+        if len(chosen) < n_attempts:
+            for k in _input_ranking(cands, i, c):
+                if len(chosen) >= n_attempts:
+                    break
+                if k not in chosen:
+                    chosen.append(k)
         result.append([_key_grid(k) for k in chosen])
     return result
 

@@ -4,6 +4,9 @@ It is shipped to the guest as source (`HARNESS_SOURCE` is this file's text) and 
 the prelude turn, before the memory snapshot, so each fresh instance starts with it imported.
 Keeping one implementation for guest and native runs is what makes the correctness suite and the
 benchmark compare like with like: the same compile, exec, call and output validation.
+`to_grid` is the project's one definition of a valid output: `scoring.validate_output` wraps it,
+so outputs judged natively and in the sandbox cannot disagree. This file must stay self-contained
+(it imports nothing of ours): it runs alone inside the guest.
 
 Protocol with the host (guest side): `_host.call(b"g")` returns the JSON request
 `{"code", "inputs", "stdout"}`; each input's outcome is sent as `b"r" + json([i, kind, grid,
@@ -13,9 +16,15 @@ captured stdout at the end.
 
 from __future__ import annotations
 
+import builtins
 import sys
 from collections.abc import Callable
 from typing import Any
+
+# The harness looks builtins up in a private copy taken when it loads, before any program runs: a
+# program that replaces builtins.len & co. changes its own behaviour, not how it is run and judged.
+# (Functions take their builtins from the module's `__builtins__` when they are defined.)
+__builtins__ = dict(builtins.__dict__)
 
 MAX_SIDE = 30
 LARGE_SIDE = 100  # a side beyond this is "output_too_large" rather than "invalid_output"
@@ -78,67 +87,125 @@ def _describe(e: BaseException) -> str:
     return text[:DETAIL_CHARS]
 
 
+PROGRAM_NAME = "soar_program"
+"""`__name__` of a program's namespace, as in `records.run_native`: not "__main__", so an
+`if __name__ == "__main__":` block (a test driver left in by the model) does not run."""
+
+NUMERIC_KINDS = "iufO"
+"""Array dtype kinds whose `tolist()` may hold valid cells (ints, integral floats, objects that are
+ints); each cell is still checked. Bool, complex, string and datetime arrays are rejected."""
+
+_np_scalars: dict[int, str] = {}  # id(numpy scalar type) -> "i" or "f"; filled once numpy is seen
+
+
+def _scalar_kinds(np: Any) -> dict[int, str]:
+    """numpy's own integer and float scalar types, keyed by id: recognising a cell's type by
+    identity runs none of its code (a subclass or a metaclass could override __eq__/__hash__)."""
+    if not _np_scalars:
+        for code in np.typecodes["AllInteger"]:
+            _np_scalars[id(np.dtype(code).type)] = "i"
+        for code in np.typecodes["Float"]:
+            _np_scalars[id(np.dtype(code).type)] = "f"
+    return _np_scalars
+
+
+def _tname(t: type) -> str:
+    """A type's name for a message, without running a hostile metaclass's code."""
+    return str(t.__name__)[:40] if type(t) is type else "object"
+
+
 def _cell(v: Any, np: Any) -> int | None:
+    """An integral cell value 0..9 as a Python int, else None.
+
+    Accepts ints, integral floats (`np.zeros` grids: the reference compares lists with `==`, and
+    `1.0 == 1`) and numpy integer/float scalars. Rejects bools (a mask returned by mistake), NaN,
+    infinities, and subclasses of anything (their methods are untrusted)."""
     t = type(v)
     if t is int:
         return v if 0 <= v <= 9 else None
-    if np is not None and issubclass(t, np.integer) and t.__module__ == "numpy":
-        iv = int(v)
-        return iv if type(iv) is int and 0 <= iv <= 9 else None
+    if t is float:
+        return int(v) if v.is_integer() and 0 <= v <= 9 else None
+    if np is not None:
+        kind = _scalar_kinds(np).get(id(t))
+        if kind == "i":
+            iv = int(v)
+            return iv if 0 <= iv <= 9 else None
+        if kind == "f":
+            fv = float(v)
+            return int(fv) if fv.is_integer() and 0 <= fv <= 9 else None
     return None
 
 
+def _show(v: Any, np: Any) -> str:
+    """A rejected cell for a message: the repr of a plain or numpy number, else its type's name."""
+    t = type(v)
+    if t is int and not -(10**9) < v < 10**9:
+        return "an int out of range"  # repr of a huge int is slow, or refused past 4300 digits
+    if t is int or t is float or t is bool or (np is not None and id(t) in _scalar_kinds(np)):
+        return repr(v)[:40]
+    return f"a {_tname(t)}"
+
+
 def to_grid(obj: Any) -> tuple[str | None, Any, str | None]:
-    """(error kind or None, grid, detail). Accepts a list of lists of ints or numpy integers,
-    rows that are 1-D integer arrays, or a 2-D integer numpy array. Only exact types are
-    trusted (no subclasses), so hostile __eq__/__len__/__iter__ never run."""
+    """(error kind or None, grid, detail): THE definition of a valid program output, used inside
+    the guest and natively (`scoring.validate_output` wraps it).
+
+    Accepts a list or tuple of rows, or a 2-D numpy array; rows may be lists, tuples or 1-D numpy
+    arrays; cells ints 0..9, integral floats or numpy integer/float scalars. The grid must be
+    non-empty, rectangular and at most MAX_SIDE on each side. The result is a fresh list of lists
+    of Python ints. Errors: "invalid_output", or "output_too_large" for a side over LARGE_SIDE.
+    Only exact types are trusted (no subclasses), so hostile __eq__/__len__/__iter__ never run."""
     np = sys.modules.get("numpy")
+    if np is not None:
+        _scalar_kinds(np)  # filled before the program can touch numpy (in the guest: at snapshot time)
     t = type(obj)
+    if obj is None:
+        return "invalid_output", None, "transform returned None"
     if np is not None and t is np.ndarray:
         if obj.ndim != 2:
-            return "invalid_output", None, f"array has {obj.ndim} dimensions, not 2"
+            return "invalid_output", None, f"numpy array with {obj.ndim} dimensions, expected 2"
         h, w = obj.shape
         if h > LARGE_SIDE or w > LARGE_SIDE:
-            return "output_too_large", None, f"array shape {h}x{w}"
-        if obj.dtype.kind not in "iu":
-            return "invalid_output", None, f"array dtype {obj.dtype}, not an integer type"
+            return "output_too_large", None, f"array of shape {h}x{w}, far over {MAX_SIDE}x{MAX_SIDE}"
+        if obj.dtype.kind not in NUMERIC_KINDS:
+            return "invalid_output", None, f"array of dtype {obj.dtype}, not integers"
         obj = obj.tolist()
         t = list
-    if t is not list:
-        return "invalid_output", None, f"not a grid: {t.__name__}"
-    if not obj:
+    if t is not list and t is not tuple:
+        return "invalid_output", None, f"expected a list of rows, got {_tname(t)}"
+    h = len(obj)
+    if not h:
         return "invalid_output", None, "grid is empty"
-    if len(obj) > LARGE_SIDE:
-        return "output_too_large", None, f"{len(obj)} rows"
+    if h > MAX_SIDE:
+        kind = "output_too_large" if h > LARGE_SIDE else "invalid_output"
+        return kind, None, f"grid has {h} rows, more than {MAX_SIDE}"
     rows: list[list[int]] = []
     width = -1
     for r, row in enumerate(obj):
         rt = type(row)
         if np is not None and rt is np.ndarray:
-            if row.ndim != 1 or row.dtype.kind not in "iu":
-                return "invalid_output", None, f"row {r} is an array of {row.dtype}/{row.ndim}d"
-            if row.shape[0] > LARGE_SIDE:
-                return "output_too_large", None, f"row {r} has {row.shape[0]} cells"
+            if row.ndim != 1 or row.dtype.kind not in NUMERIC_KINDS:
+                return "invalid_output", None, f"row {r} is a {row.ndim}-D array of {row.dtype}"
             row = row.tolist()
-        elif rt is not list:
-            return "invalid_output", None, f"row {r} is {rt.__name__}, not a list"
-        if len(row) > LARGE_SIDE:
-            return "output_too_large", None, f"row {r} has {len(row)} cells"
-        if not row:
+        elif rt is not list and rt is not tuple:
+            return "invalid_output", None, f"row {r} is {_tname(rt)}, not a list"
+        n = len(row)
+        if not n:
             return "invalid_output", None, f"row {r} is empty"
         if width < 0:
-            width = len(row)
-        elif len(row) != width:
-            return "invalid_output", None, f"ragged grid: row {r} has {len(row)} cells, not {width}"
+            width = n
+            if n > MAX_SIDE:
+                kind = "output_too_large" if n > LARGE_SIDE else "invalid_output"
+                return kind, None, f"grid has {n} columns, more than {MAX_SIDE}"
+        elif n != width:
+            return "invalid_output", None, f"ragged grid: row {r} has {n} cells, row 0 has {width}"
         out = []
         for c, v in enumerate(row):
             iv = _cell(v, np)
             if iv is None:
-                return "invalid_output", None, f"cell ({r}, {c}) is not an integer 0..9"
+                return "invalid_output", None, f"cell ({r}, {c}) is {_show(v, np)}, not an integer 0..9"
             out.append(iv)
         rows.append(out)
-    if len(rows) > MAX_SIDE or width > MAX_SIDE:
-        return "invalid_output", None, f"grid is {len(rows)}x{width}, a side over {MAX_SIDE}"
     return None, rows, None
 
 
@@ -157,7 +224,7 @@ def run_program(code: str, inputs: list[Any], emit: Emit) -> None:
         return all_inputs("memory", "MemoryError while compiling")
     except BaseException as e:  # SyntaxError, ValueError (null bytes), RecursionError...
         return all_inputs("syntax_error", _describe(e))
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    namespace: dict[str, Any] = {"__name__": PROGRAM_NAME, "__builtins__": builtins}
     try:
         exec(compiled, namespace)
     except MemoryError:

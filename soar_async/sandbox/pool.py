@@ -199,7 +199,8 @@ class SandboxPool:
         build.ensure_built(fuel=fuel)  # build here once, not racing in every worker
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
-        self._limiter: Any = None
+        self._limiter: Any = None  # back-pressure: `workers` run() calls in flight at most
+        self._waiters: Any = None  # threads that wait for results on non-asyncio backends
         self._procs: list[_ProcessWorker] = []
         if mode == "process":
             self._procs = [_ProcessWorker(fuel) for _ in range(self.workers)]
@@ -277,14 +278,38 @@ class SandboxPool:
         return [f.result() for f in futs]
 
     async def run(self, code: str, inputs: list[Grid]) -> ExecResult:
-        """Await one program. At most `workers` calls are in flight; the rest wait here."""
+        """Await one program. At most `workers` calls are in flight; the rest wait here.
+
+        The result is awaited without a thread on asyncio (`asyncio.wrap_future`), so no number of
+        callers can exhaust anyio's shared worker-thread limiter (40 by default) and leave finished
+        results queued behind blocked waiters; on other backends a waiting thread is taken from a
+        limiter of this pool's own, as large as the back-pressure limit. As before, a cancelled
+        caller keeps its slot until its program has finished (the wait is shielded), so
+        cancellation cannot push more work into the pool than it has workers."""
         import anyio
 
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.workers)
         async with self._limiter:
             fut = self.submit(code, inputs)
-            return await anyio.to_thread.run_sync(fut.result)
+            with anyio.CancelScope(shield=True):
+                return await self._wait(fut)
+
+    async def _wait(self, fut: cf.Future[ExecResult]) -> ExecResult:
+        import asyncio
+
+        import anyio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # not on asyncio (trio, say)
+        else:
+            return await asyncio.wrap_future(fut)
+
+        if self._waiters is None:
+            self._waiters = anyio.CapacityLimiter(self.workers)
+        return await anyio.to_thread.run_sync(fut.result, limiter=self._waiters)
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._procs]

@@ -166,6 +166,7 @@ class Runtime:
         if self.fuel:
             store.set_fuel(int(limits.fuel or (1 << 62)))
         trap: tuple[ErrorKind, str] | None = None
+        started = False  # whether the program's turn began: a failure before it is the sandbox's
         self._local.call = call
         try:
             store.set_epoch_deadline(max(1, math.ceil(wall / TICK_S)) + 1)
@@ -174,13 +175,14 @@ class Runtime:
             call.memory, call.alloc = ex["memory"], ex["host_alloc"]
             p = ex["host_alloc"](store, len(TURN_SOURCE))
             ex["memory"].write(store, TURN_SOURCE, p)
+            started = True
             ex["turn"](store, p, len(TURN_SOURCE))
         except wt.ExitTrap as e:
             trap = (ErrorKind.EXCEPTION, f"SystemExit: the program exited the interpreter ({e.code})")
         except wt.Trap as e:
-            trap = _classify_trap(wt, e, wall)
+            trap = _classify_trap(wt, e, wall, started)
         except wt.WasmtimeError as e:
-            trap = (ErrorKind.CRASH, f"guest error: {str(e).strip().splitlines()[0][:200]}")
+            trap = _classify_error(e, started)
         finally:
             self._local.call = None
             try:
@@ -196,15 +198,37 @@ class Runtime:
                     kind, detail = trap
                     if not first_missing:
                         detail = f"not run: the instance stopped on an earlier input ({detail})"
-                else:
-                    kind, detail = ErrorKind.CRASH, "no result reported by the harness"
+                else:  # the turn ended normally without this result: the program broke the harness
+                    kind, detail = ErrorKind.EXCEPTION, "no result reported: the program interfered with the harness"
                 first_missing = False
                 r = GridResult(None, kind, _truncate(detail))
             results.append(r)
         return ExecResult(results, call.stdout, time.perf_counter() - t0)
 
 
-def _classify_trap(wt: Any, e: Any, wall: float) -> tuple[ErrorKind, str]:
+def _trap_summary(e: Any) -> str:
+    """The useful part of a wasmtime trap message: the cause ("wasm trap: wasm `unreachable`
+    instruction executed") and the innermost guest frames ("abort <- os_abort"), not the
+    "error while executing at wasm backtrace:" header."""
+    lines = [ln.strip() for ln in str(getattr(e, "message", e)).splitlines() if ln.strip()]
+    cause = ""
+    if "Caused by:" in lines:
+        after = lines[lines.index("Caused by:") + 1 :]
+        cause = after[-1] if after else ""
+    frames = []
+    for ln in lines:
+        if ln[:1].isdigit() and ":" in ln and "!" in ln:
+            frames.append(ln.rsplit("!", 1)[1])
+    if not cause:
+        cause = next((ln for ln in lines if "backtrace" not in ln and not ln[:1].isdigit()), "")
+    where = f" in {' <- '.join(frames[:3])}" if frames else ""
+    return f"{cause or 'trap'}{where}"
+
+
+def _classify_trap(wt: Any, e: Any, wall: float, started: bool = True) -> tuple[ErrorKind, str]:
+    """Deadline and fuel traps are TIMEOUT; any other trap while the program runs is deterministic
+    guest behaviour (os.abort(), a fatal interpreter error, a C extension fault), so EXCEPTION:
+    CRASH is kept for the sandbox itself failing, which the executor retries as a machine fault."""
     code = getattr(e, "trap_code", None)
     if code == wt.TrapCode.INTERRUPT:
         return ErrorKind.TIMEOUT, f"wall clock limit of {wall:g}s exceeded"
@@ -212,8 +236,23 @@ def _classify_trap(wt: Any, e: Any, wall: float) -> tuple[ErrorKind, str]:
         return ErrorKind.TIMEOUT, "fuel limit exceeded"
     if code == wt.TrapCode.STACK_OVERFLOW:
         return ErrorKind.EXCEPTION, "RecursionError: wasm stack exhausted"
-    first = str(getattr(e, "message", e)).strip().splitlines()
-    return ErrorKind.CRASH, f"guest trapped: {first[0][:200] if first else 'trap'}"
+    name = str(getattr(code, "name", "")).lower() or "trap"
+    summary = _trap_summary(e)
+    if code == wt.TrapCode.UNREACHABLE and " in abort" in summary:
+        name = "the interpreter aborted (os.abort() or a fatal error)"
+    kind = ErrorKind.EXCEPTION if started else ErrorKind.CRASH
+    prefix = "guest trapped" if started else "sandbox instance failed to start"
+    return kind, f"{prefix}: {name}; {summary}"[:DETAIL_CHARS]
+
+
+def _classify_error(e: Any, started: bool) -> tuple[ErrorKind, str]:
+    """A wasmtime error that is not a trap: before the program started, the instance could not
+    be made (host resources): CRASH, retried; during the program, the program's doing."""
+    first = str(e).strip().splitlines()
+    msg = first[0][:200] if first else type(e).__name__
+    if not started:
+        return ErrorKind.CRASH, f"sandbox instance failed to start: {msg}"
+    return ErrorKind.EXCEPTION, f"guest error: {msg}"
 
 
 def _record(call: _Call, body: bytes) -> None:

@@ -24,7 +24,10 @@ class ErrorKind(StrEnum):
     MEMORY = "memory"  # MemoryError inside the guest: the memory limit was hit
     INVALID_OUTPUT = "invalid_output"  # not a grid: wrong type, ragged, cell not 0..9, side > 30
     OUTPUT_TOO_LARGE = "output_too_large"  # absurdly large result (a side over LARGE_SIDE)
-    CRASH = "crash"  # the worker or the guest instance died (trap, os._exit, killed process)
+    # The sandbox itself failed, never the program: a worker process died or hung, or an instance
+    # could not be created. Load-dependent; the executor retries it as a machine fault. (A guest
+    # trap such as os.abort() is deterministic and reported as EXCEPTION.)
+    CRASH = "crash"
 
 
 MIN_MEMORY_MB = 64  # the post-numpy snapshot alone occupies ~52 MiB of guest memory

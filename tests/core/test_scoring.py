@@ -71,6 +71,95 @@ def test_validate_accepts_numpy_and_normalises() -> None:
 
 
 @pytest.mark.parametrize(
+    "obj",
+    [
+        np.zeros((2, 3)),  # float64 from np.zeros: the commonest LLM way to build an output
+        (np.array([[1, 2, 3], [4, 5, 6]]) * 1.0).tolist(),  # lists of Python floats
+        [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]],
+        np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32),
+        [np.array([1.0, 2.0, 3.0]), np.array([4, 5, 6])],  # rows that are arrays, float and int
+        [(1, 2, 3), (4, 5, 6)],  # rows that are tuples
+        ((1, 2, 3), [4, 5, 6]),
+        [[np.float64(1), np.int8(2), np.uint64(3)], [np.float16(4), 5, -0.0 + 6]],
+        np.array([[1, 2, 3], [4, 5, 6]], dtype=object),
+    ],
+)
+def test_validate_accepts_integral_floats_and_tuple_rows(obj: object) -> None:
+    """What the reference counts (`==` on lists, where 1.0 == 1) counts here, normalised to ints."""
+    g, err = validate_output(obj)
+    assert err is None, err
+    assert g in ([[0, 0, 0], [0, 0, 0]], [[1, 2, 3], [4, 5, 6]])
+    assert all(type(row) is list and all(type(v) is int for v in row) for row in g)
+
+
+def test_validate_is_the_sandbox_harness_normaliser() -> None:
+    """One definition of a valid output: the guest's `to_grid`, which native judging wraps."""
+    from soar_async.arc import MAX_SIDE
+    from soar_async.sandbox import harness
+
+    assert harness.MAX_SIDE == MAX_SIDE
+    for obj in (np.zeros((2, 2)), [[1.5]], [[0] * 200], None, [(1, 2)], [[np.nan]]):
+        kind, grid, detail = harness.to_grid(obj)
+        g, err = validate_output(obj)
+        assert g == grid and (err is None) == (kind is None)
+        if err is not None:
+            assert err == f"invalid output: {detail}"
+
+
+def test_validate_rejects_subclasses_without_running_them() -> None:
+    class Hostile(int):
+        def __eq__(self, other: object) -> bool:
+            raise AssertionError("ran")
+
+        __hash__ = int.__hash__
+
+    class Rows(list):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            raise AssertionError("ran")
+
+    class Meta(type):
+        @property
+        def __name__(cls) -> str:  # type: ignore[override]
+            raise AssertionError("ran")
+
+    class Odd(metaclass=Meta):
+        pass
+
+    for obj in ([[Hostile(1)]], Rows([[1]]), [Rows([1])], [[Odd()]], Odd()):
+        g, err = validate_output(obj)
+        assert g is None and err is not None
+
+
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        ([[1.5]], "1.5, not an integer 0..9"),
+        ([[float("nan")]], "nan, not an integer 0..9"),
+        ([[float("inf")]], "inf, not an integer 0..9"),
+        ([[9.0, 10.0]], "10.0, not an integer 0..9"),
+        ([[-1.0]], "not an integer 0..9"),
+        (np.array([[0.5, 1.0]]), "0.5, not an integer 0..9"),
+        (np.array([[np.nan]]), "nan, not an integer 0..9"),
+        ([np.array([1.0, 2.5])], "2.5, not an integer 0..9"),
+        (np.array([[True, False]]), "dtype bool"),
+        ([[np.True_]], "not an integer 0..9"),
+        ([np.array([True])], "array of bool"),
+        (np.array([[1 + 0j]]), "dtype complex128"),
+        ([[10**5000]], "an int out of range"),
+        ([[0] * 200], "200 columns, more than 30"),
+        ([[0]] * 200, "200 rows, more than 30"),
+        (np.zeros((200, 2)), "200x2"),
+        ([np.zeros((2, 2))], "2-D array"),
+        ({0: [1]}, "got dict"),
+    ],
+)
+def test_validate_rejects_non_integral_and_odd_cells(obj: object, fragment: str) -> None:
+    g, err = validate_output(obj)
+    assert g is None and err is not None and err.startswith("invalid output: ")
+    assert fragment in err, err
+
+
+@pytest.mark.parametrize(
     ("obj", "fragment"),
     [
         (None, "None"),
@@ -108,7 +197,16 @@ def grids(draw: st.DrawFn, max_side: int = 30) -> Grid:
 @settings(max_examples=200, deadline=None)
 @given(grids())
 def test_property_valid_grids_pass_unchanged(g: Grid) -> None:
-    for form in (g, np.array(g), np.array(g, dtype=np.uint8), [tuple(r) for r in g]):
+    forms = (
+        g,
+        np.array(g),
+        np.array(g, dtype=np.uint8),
+        [tuple(r) for r in g],
+        np.array(g, dtype=float),
+        [[float(v) for v in r] for r in g],
+        list(np.array(g, dtype=np.float32)),
+    )
+    for form in forms:
         out, err = validate_output(form)
         assert err is None and out == g
 
@@ -212,11 +310,36 @@ def test_vote_with_real_programs() -> None:
     assert score_task(t, attempts) == 1.0
 
 
-def test_vote_excludes_programs_with_missing_test_outputs() -> None:
+def test_vote_keys_exclude_programs_with_missing_test_outputs() -> None:
     cands = [([None, [[1]]], 1.0)] * 10 + [([[[2]], [[3]]], 0.0)]
     groups = vote_groups(cands)
     assert len(groups) == 1 and groups[0].outputs == [[[2]], [[3]]]
+    # ...but their valid outputs still fill the attempts the keys leave open
+    assert vote(cands) == [[[[2]]], [[[3]], [[1]]]]
     assert vote([([None], 1.0)]) == []
+    assert vote([([None, None], 1.0)] * 3) == []
+    assert vote([]) == []
+
+
+def test_vote_programs_failing_on_one_test_input_still_answer_the_others() -> None:
+    t = tasks()["12997ef3"]  # two test inputs
+    g0, g1 = (p.output for p in t.test)
+    w0, w1 = wrong(g0), wrong(g1)
+    right_on_train = [([g0, None], 1.0)] * 5  # crash on test input 1
+    # alone: attempt 1 for input 0 comes from them, input 1 stays unanswered
+    assert vote(right_on_train) == [[g0], []]
+    assert score_task(t, vote(right_on_train)) == 0.5
+    # with one complete (wrong) program, SOAR's key rule stays primary, and the fill adds g0
+    attempts = vote([*right_on_train, ([w0, w1], 0.0)])
+    assert attempts == [[w0, g0], [w1]]
+    assert score_task(t, attempts) == 0.5
+    # the fill is a per-input weighted vote that never repeats a grid chosen there
+    cands = [([g0, g1], 0.0), ([g0, None], 0.0), ([w0, None], 1.0), ([wrong(w0), None], 0.5), ([None, w1], 0.0)]
+    assert vote(cands) == [[g0, w0], [g1, w1]]
+    assert vote(cands, n_attempts=3) == [[g0, w0, wrong(w0)], [g1, w1]]
+    # with enough complete keys, the fill never runs
+    full = [([g0, g1], 1.0), ([w0, w1], 0.5)]
+    assert vote([*full, ([wrong(w0), None], 1.0)] * 3) == vote(full) == [[g0, w0], [g1, w1]]
 
 
 def test_vote_ties_are_deterministic() -> None:
@@ -279,6 +402,43 @@ def test_property_vote_order_invariant(cands: list[tuple[list[Grid], float]]) ->
             weights[k] = weights.get(k, 0.0) + 1 + 1000 * h
         top = max(weights.values())
         assert any(json.loads(k)[0] == base[0][0] and abs(w - top) < 1e-6 for k, w in weights.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.one_of(st.none(), small_grids), min_size=2, max_size=2),
+            st.sampled_from([0, 0.25, 1 / 3, 0.5, 1.0]),
+        )
+    ),
+    st.integers(1, 3),
+)
+def test_property_vote_with_missing_outputs(cands: list[tuple[list[Grid | None], float]], n: int) -> None:
+    """Keys first (SOAR), then per-input fill: order-invariant, distinct, real, as many as exist."""
+    base = vote(cands, n_attempts=n)
+    shuffled = cands[:]
+    random.Random(len(cands)).shuffle(shuffled)
+    assert vote(shuffled, n_attempts=n) == base
+    offered = [{json.dumps(c[0][i]) for c in cands if c[0][i] is not None} for i in range(2)]
+    if not any(offered):
+        assert base == []
+        return
+    assert len(base) == 2
+    full = [c for c in cands if None not in c[0]]
+    primary = vote(full, n_attempts=n) or [[], []]
+    for i, tries in enumerate(base):
+        keys = [json.dumps(g) for g in tries]
+        assert len(set(keys)) == len(keys) == min(n, len(offered[i]))  # distinct, none left unused
+        assert set(keys) <= offered[i]  # real outputs at this input
+        assert tries[: len(primary[i])] == primary[i]  # the key rule's attempts come first
+        if not full and keys:  # nothing but the fill: attempt 1 is the heaviest grid at this input
+            weights: dict[str, float] = {}
+            for outs, h in cands:
+                if outs[i] is not None:
+                    k = json.dumps(outs[i])
+                    weights[k] = weights.get(k, 0.0) + 1 + 1000 * h
+            assert abs(weights[keys[0]] - max(weights.values())) < 1e-6
 
 
 # --------------------------------------------------------------------------- submissions

@@ -107,3 +107,14 @@ def test_fuel_limit(sandbox_built: object) -> None:
     assert res.results[0].detail == "fuel limit exceeded"
     ok = execute("def transform(g):\n    return g\n", [G], Limits(fuel=10**9))
     assert ok.results[0].output == G
+
+
+def test_main_block_does_not_run(sandbox_built: object) -> None:
+    """Programs run under a non-main module name, as natively (`records.run_native`)."""
+    code = (
+        "def transform(g):\n    return [[len(__name__) % 10]]\n"
+        "if __name__ == '__main__':\n    print('main ran')\n    transform = lambda g: [[9]]\n"
+    )
+    res = execute(code, [G])
+    assert res.results[0].output == [[len("soar_program") % 10]]
+    assert "main ran" not in res.stdout

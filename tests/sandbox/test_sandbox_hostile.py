@@ -68,6 +68,8 @@ HOSTILE: dict[str, tuple[str, set[ErrorKind]]] = {
     "sleep": (t("import time\ntime.sleep(3600)\nreturn g"), {E.EXCEPTION}),
     "sys_exit": (t("sys.exit(3)"), {E.EXCEPTION}),
     "os_exit": (t("os._exit(0)"), {E.EXCEPTION}),
+    "os_abort": (t("os.abort()"), {E.EXCEPTION}),  # a wasm trap: deterministic, so not CRASH
+    "fatal_error": (t("import faulthandler\nfaulthandler._sigsegv()"), {E.EXCEPTION}),
     "module_level_exit": ("import sys\nsys.exit(0)\n", {E.EXCEPTION}),
     # --- filesystem / network / environment
     "read_passwd": (t("return open('/etc/passwd').read()"), {E.EXCEPTION}),
@@ -84,7 +86,8 @@ HOSTILE: dict[str, tuple[str, set[ErrorKind]]] = {
     "poison_builtins": (
         t(
             "import builtins\nbuiltins.len = lambda x: 0\nbuiltins.sum = lambda *a: -1\n"
-            "builtins.isinstance = lambda *a: False\nreturn g"
+            "builtins.isinstance = lambda *a: False\nbuiltins.type = lambda *a: int\n"
+            "builtins.enumerate = builtins.int = builtins.repr = None\nreturn g"
         ),
         {None},
     ),
@@ -94,7 +97,7 @@ HOSTILE: dict[str, tuple[str, set[ErrorKind]]] = {
     ),
     "poison_harness": (
         t("import _soar, json\n_soar.to_grid = lambda o: (None, [[9]], None)\njson.dumps = None\nreturn g"),
-        {None, E.CRASH},
+        {None, E.EXCEPTION},
     ),
     "forge_results": (
         t("import _host\n_host.call(b'r[0,null,[[7]],null]')\n_host.call(b'r[5,\"bogus\",1,2]')\nreturn g"),
@@ -113,13 +116,22 @@ HOSTILE: dict[str, tuple[str, set[ErrorKind]]] = {
     "return_out_of_range": (t("return [[10]]"), {E.INVALID_OUTPUT}),
     "return_negative": (t("return [[-1]]"), {E.INVALID_OUTPUT}),
     "return_bool": (t("return [[True]]"), {E.INVALID_OUTPUT}),
-    "return_float_array": (t("return np.zeros((3, 3))"), {E.INVALID_OUTPUT}),
+    "return_float_array": (t("return np.array(g) + 0.5"), {E.INVALID_OUTPUT}),
+    "return_float_array_integral": (t("return np.array(g) * 1.0"), {None}),  # as np.zeros builds
+    "return_float_lists": (t("return [[float(v) for v in r] for r in g]"), {None}),
+    "return_nan": (t("return np.full((3, 3), np.nan)"), {E.INVALID_OUTPUT}),
+    "return_bool_array": (t("return np.array(g) > 0"), {E.INVALID_OUTPUT}),
+    "return_float_subclass": (
+        t("class F(float):\n    def is_integer(self): raise SystemExit\nreturn [[F(1.0)]]"),
+        {E.INVALID_OUTPUT},
+    ),
     "return_3d": (t("return np.zeros((2, 2, 2), dtype=int)"), {E.INVALID_OUTPUT}),
     "return_side_31": (t("return [[0] * 31]"), {E.INVALID_OUTPUT}),
     "return_huge": (t("return [[0] * 5000] * 5000"), {E.OUTPUT_TOO_LARGE}),
     "return_huge_array": (t("return np.zeros((5000, 5000), dtype=np.int8)"), {E.OUTPUT_TOO_LARGE}),
     "return_generator": (t("return (row for row in g)"), {E.INVALID_OUTPUT}),
-    "return_tuple": (t("return tuple(map(tuple, g))"), {E.INVALID_OUTPUT}),
+    "return_tuple": (t("return tuple(map(tuple, g))"), {None}),
+    "return_array_rows": (t("return [np.array(r, dtype=float) for r in g]"), {None}),
     "hostile_eq": (
         t(
             "class G(list):\n    def __eq__(self, o): return True\n    def __len__(self): raise SystemExit\n"
@@ -201,6 +213,24 @@ def test_default_wall_clock_scales_with_inputs() -> None:
     assert Limits().wall_for(5) == 5.0
     assert Limits().wall_for(100) == 20.0
     assert Limits(wall_s=0.5).wall_for(100) == 0.5
+
+
+def test_abort_is_an_exception_on_every_input_not_a_crash() -> None:
+    """CRASH means the sandbox failed (retried as a machine fault); a trap is the program's."""
+    res = execute(t("os.abort()"), [GRID, GRID, GRID], FAST)
+    assert [r.error for r in res.results] == [E.EXCEPTION] * 3
+    detail = res.results[0].detail or ""
+    assert "abort" in detail and "unreachable" in detail, detail
+    assert "backtrace" not in detail
+    assert "not run" in (res.results[2].detail or "")
+    nxt = execute(BENIGN, [GRID])
+    assert nxt.results[0].output == BENIGN_OUT
+
+
+def test_abort_on_a_later_input_keeps_earlier_results() -> None:
+    res = execute(t("if g[0][0] == 9:\n    os.abort()\nreturn g"), [GRID, [[9]], GRID], FAST)
+    assert res.results[0].output == GRID
+    assert [r.error for r in res.results] == [None, E.EXCEPTION, E.EXCEPTION]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import signal
 import threading
@@ -10,7 +11,7 @@ import time
 import anyio
 import pytest
 
-from soar_async.sandbox import ErrorKind, Limits, SandboxPool
+from soar_async.sandbox import ErrorKind, ExecResult, GridResult, Limits, SandboxPool
 
 ID = "def transform(g):\n    return g\n"
 SPIN = "def transform(g):\n    while True: pass\n"
@@ -77,6 +78,47 @@ def test_async_run_applies_back_pressure(sandbox_built: object) -> None:
     results = anyio.run(main)
     assert [r.results[0].output for r in results] == [[[i % 10]] for i in range(12)]  # type: ignore[attr-defined]
     assert peak <= 2
+
+
+def test_async_run_waits_without_taking_threads(sandbox_built: object) -> None:
+    """More callers in flight than anyio's default worker threads (40): a finished result must not
+    queue behind callers whose programs are still running."""
+    n_blocked = 45
+    pending: list[cf.Future[ExecResult]] = []
+
+    def done(code: str) -> ExecResult:
+        return ExecResult([GridResult([[1 if code == "quick" else 0]])], "", 0.0)
+
+    def fake_submit(code: str, inputs: object, limits: object = None) -> cf.Future[ExecResult]:
+        fut: cf.Future[ExecResult] = cf.Future()
+        if code == "quick":
+            fut.set_result(done(code))
+        else:
+            pending.append(fut)
+        return fut
+
+    async def main() -> tuple[ExecResult, int]:
+        assert anyio.to_thread.current_default_thread_limiter().total_tokens < n_blocked
+        with SandboxPool(workers=n_blocked + 8, mode="thread") as pool:
+            pool.submit = fake_submit  # type: ignore[method-assign,assignment]
+            async with anyio.create_task_group() as tg:
+                for _ in range(n_blocked):
+                    tg.start_soon(pool.run, "slow", [[[0]]])
+                try:
+                    await anyio.sleep(0.3)
+                    with anyio.fail_after(10):
+                        quick = await pool.run("quick", [[[0]]])
+                    threads = threading.active_count()
+                finally:
+                    for f in pending:
+                        f.set_result(done("slow"))
+        return quick, threads
+
+    before = threading.active_count()
+    quick, threads = anyio.run(main)
+    assert quick.results[0].output == [[1]]
+    assert len(pending) == n_blocked
+    assert threads - before <= n_blocked + 8 + 3  # the pool's dispatchers, no waiter per caller
 
 
 def test_thread_mode(sandbox_built: object) -> None:
