@@ -232,7 +232,35 @@ def ensure_built(progress: bool = False, *, fuel: bool = False) -> Path:
             f"and is cached in {build_dir()}"
         )
         _build(fuel, say)
+    prune_old_builds()
     return target
+
+
+KEEP_BUILDS = 2
+"""Snapshot builds kept in the cache (this one and the newest other), 400-800 MB each."""
+
+
+def prune_old_builds(keep: int = KEEP_BUILDS) -> list[Path]:
+    """Remove all but the `keep` most recently built snapshot folders; returns what went.
+
+    Safe while other processes use an old build: a deserialized module is memory-mapped, and
+    unlinking a mapped file leaves the mapping intact. A checkout on other versions that
+    needs a removed build rebuilds it, under its lock."""
+    root = build_dir().parent
+    current = build_dir()
+    others = sorted(
+        (d for d in root.iterdir() if d.is_dir() and d != current),
+        key=lambda d: d.stat().st_mtime,
+        reverse=True,
+    )
+    gone = []
+    for d in others[max(0, keep - 1) :]:
+        lock = root / f"{d.name}.lock"
+        with _file_lock(lock):
+            shutil.rmtree(d, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        gone.append(d)
+    return gone
 
 
 @contextmanager

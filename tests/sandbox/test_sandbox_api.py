@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -118,3 +120,22 @@ def test_main_block_does_not_run(sandbox_built: object) -> None:
     res = execute(code, [G])
     assert res.results[0].output == [[len("soar_program") % 10]]
     assert "main ran" not in res.stdout
+
+
+def test_old_snapshot_builds_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from soar_async.sandbox import build
+
+    monkeypatch.setenv("SOAR_CACHE_DIR", str(tmp_path))
+    root = build.build_dir().parent
+    current = build.build_dir()
+    current.mkdir(parents=True)
+    olds = []
+    for i, name in enumerate(["aaa", "bbb", "ccc"]):
+        d = root / name
+        (d / "lib").mkdir(parents=True)
+        (d / "snapshot.cwasm").write_bytes(b"x")
+        os.utime(d, (1_000_000 + i, 1_000_000 + i))
+        olds.append(d)
+    gone = build.prune_old_builds(keep=2)
+    assert sorted(gone) == sorted(olds[:2])
+    assert current.is_dir() and olds[2].is_dir() and not olds[0].exists() and not olds[1].exists()
