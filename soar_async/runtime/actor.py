@@ -325,8 +325,7 @@ class ActorRunner:
             try:
                 obj = decode(msg.data, self.actor_cls.input_type)
             except DecodeError as e:
-                await self._dead_letter(msg, f"undecodable: {e.reason}", deliveries)
-                await self._settle(msg, "term")
+                await self._reject(msg, f"undecodable: {e.reason}", deliveries)
                 settled = True
                 return
             bind(**self.actor.ids(obj))
@@ -344,14 +343,12 @@ class ActorRunner:
                     self._working.pop(id(msg), None)
             except PermanentError as e:
                 self.log.warning("permanent failure, dead-lettering", error=str(e))
-                await self._dead_letter(msg, f"permanent: {e}", deliveries)
-                await self._settle(msg, "term")
+                await self._reject(msg, f"permanent: {e}", deliveries)
                 settled = True
                 return
             except PayloadTooLarge as e:
                 self.log.error("output too large, dead-lettering input", error=str(e))
-                await self._dead_letter(msg, f"output too large: {e}", deliveries)
-                await self._settle(msg, "term")
+                await self._reject(msg, f"output too large: {e}", deliveries)
                 settled = True
                 return
             except Exception as e:
@@ -360,8 +357,7 @@ class ActorRunner:
                 self.counters.failed += 1
                 if deliveries >= self.max_deliver:
                     self.log.error("failed on last delivery, dead-lettering", error=repr(e), deliveries=deliveries)
-                    await self._dead_letter(msg, f"failed {deliveries} times, last: {e!r}", deliveries)
-                    await self._settle(msg, "term")
+                    await self._reject(msg, f"failed {deliveries} times, last: {e!r}", deliveries)
                 else:
                     # Draining: hand it back at once for another worker; otherwise back off.
                     delay = 0.0 if self.stopping else backoff_delay(deliveries, 1.0, 30.0)
@@ -420,6 +416,11 @@ class ActorRunner:
                             await msg.in_progress()
                     except Exception:
                         pass
+
+    async def _reject(self, msg: Msg, reason: str, deliveries: int) -> None:
+        """Give up on a message for good: copy it to the dead letter, then terminate it."""
+        await self._dead_letter(msg, reason, deliveries)
+        await self._settle(msg, "term")
 
     async def _dead_letter(self, msg: Msg, reason: str, deliveries: int) -> None:
         """Copy the original bytes to `soar.dlq.<role>` with the reason in headers; never raises."""
