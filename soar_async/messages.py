@@ -238,7 +238,8 @@ class ExecRequest(Message):
     `inputs` are the train inputs then the test inputs; `train_outputs` (known outputs of the
     train pairs, in order) let the executor score the program. Large inputs travel by
     reference: `inputs_ref` names an object in the `soar_blobs` store holding a msgpack map
-    {inputs, train_outputs}.
+    {inputs, train_outputs}. Executors cache blobs by name, so a name must never be reused
+    for other content: put the task's digest in it (`inputs/<task id>-<Task.digest>`).
     """
 
     TYPE: ClassVar[str] = "exec_request"
