@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import anyio
 import nats.errors
@@ -153,50 +154,51 @@ class Topology:
             max_deliver=self.max_deliver if self.max_deliver is not None else q.max_deliver,
         )
 
+    def _stream(self, name: str, subjects: list[str], description: str, **kw: Any) -> StreamConfig:
+        """File storage and this topology's replicas, shared by every stream."""
+        kw.setdefault("retention", RetentionPolicy.LIMITS)
+        return StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            num_replicas=self.replicas,
+            description=description,
+            **kw,
+        )
+
     def streams(self) -> list[StreamConfig]:
-        r = self.replicas
+        dedup = {"duplicate_window": self.duplicate_window}
         out = [
-            StreamConfig(
-                name=q.stream,
-                subjects=[q.subject, f"{q.subject}.>"],
+            self._stream(
+                q.stream,
+                [q.subject, f"{q.subject}.>"],
+                f"work queue {q.subject}",
                 retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE,
-                num_replicas=r,
-                duplicate_window=self.duplicate_window,
-                description=f"work queue {q.subject}",
+                **dedup,
             )
             for q in self.queues.values()
         ]
         out += [
-            StreamConfig(
-                name=STREAM_EVENTS,
-                subjects=["soar.evt.>"],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=r,
+            self._stream(
+                STREAM_EVENTS,
+                ["soar.evt.>"],
+                "facts: evaluated programs, completions, task status, model versions",
                 max_age=self.event_max_age,
-                duplicate_window=self.duplicate_window,
-                description="facts: evaluated programs, completions, task status, model versions",
+                **dedup,
             ),
-            StreamConfig(
-                name=STREAM_DLQ,
-                subjects=[f"{DEAD_LETTER}.>"],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=r,
+            self._stream(
+                STREAM_DLQ,
+                [f"{DEAD_LETTER}.>"],
+                "dead letters: original bytes plus reason headers",
                 max_age=7 * DAY,
-                description="dead letters: original bytes plus reason headers",
             ),
-            StreamConfig(
-                name=STREAM_LOGS,
-                subjects=[f"{LOG}.>"],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=r,
+            self._stream(
+                STREAM_LOGS,
+                [f"{LOG}.>"],
+                "structured log and progress events of every process",
                 max_age=self.log_max_age,
                 max_bytes=self.log_max_bytes,
                 discard=DiscardPolicy.OLD,
-                description="structured log and progress events of every process",
             ),
         ]
         return out

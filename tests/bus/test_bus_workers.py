@@ -190,16 +190,21 @@ def test_server_restart_actors_reconnect_and_finish(nats_server: NatsServer, wor
     anyio.run(main)
 
 
-def test_auth_refuses_anonymous_and_accepts_credentials(tmp_path: Path, workers: Workers) -> None:
-    secret = "s3cret-for-tests"
-    srv = NatsServer(
+def ops_server(tmp_path: Path, conf: str, password: str) -> NatsServer:
+    """A server from one of the shipped configs in ops/nats (free ports, password from env)."""
+    return NatsServer(
         None,
-        config=OPS / "nats" / "auth.conf",
+        config=OPS / "nats" / conf,
         cwd=tmp_path,
         extra_args=["-m", str(free_port())],
-        env={"SOAR_NATS_PASSWORD": secret},
-        log_file=tmp_path / "nats-auth.log",
+        env={"SOAR_NATS_PASSWORD": password},
+        log_file=tmp_path / f"nats-{conf}.log",
     )
+
+
+def test_auth_refuses_anonymous_and_accepts_credentials(tmp_path: Path, workers: Workers) -> None:
+    secret = "s3cret-for-tests"
+    srv = ops_server(tmp_path, "auth.conf", secret)
     srv.start()
     try:
 
@@ -304,14 +309,7 @@ def test_tls_with_ca_and_password(tmp_path: Path, workers: Workers) -> None:
         timeout=60,
     )
     secret = "tls-test-password"
-    srv = NatsServer(
-        None,
-        config=OPS / "nats" / "tls.conf",
-        cwd=tmp_path,
-        extra_args=["-m", str(free_port())],
-        env={"SOAR_NATS_PASSWORD": secret},
-        log_file=tmp_path / "nats-tls.log",
-    )
+    srv = ops_server(tmp_path, "tls.conf", secret)
     srv.start()
     url = srv.url.replace("nats://", "tls://")
     ca = str(tmp_path / "certs" / "ca.pem")
