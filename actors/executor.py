@@ -21,20 +21,15 @@ from soar_async.arc import Grid
 from soar_async.bus.topology import OBJ_BLOBS
 from soar_async.messages import Evaluated, ExecRequest
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError, current_deliveries
+from soar_async.runtime.inputs import Input, WorkQueue
 from soar_async.sandbox.pool import available_cores
+from soar_async.sandbox.types import ErrorKind
 from soar_async.scoring import correctness
-
-
-def _error_name(err: Any) -> str | None:
-    if err is None:
-        return None
-    return str(getattr(err, "value", err))
 
 
 class Executor(Actor[ExecRequest]):
     role: ClassVar[str] = "executor"
-    queue: ClassVar[str] = "exec"
-    input_type: ClassVar[type[ExecRequest]] = ExecRequest
+    inputs: ClassVar[tuple[Input, ...]] = (WorkQueue("exec", ExecRequest),)
     default_concurrency: ClassVar[int] = 2 * available_cores()
 
     def __init__(self, ctx: ActorContext) -> None:
@@ -53,16 +48,12 @@ class Executor(Actor[ExecRequest]):
         if not is_built():
             self.ctx.log.info("building the wasm sandbox (first run on this machine: about 2 minutes)")
         await anyio.to_thread.run_sync(ensure_built)
-        sb = dict(self.ctx.options.get("sandbox") or {})
-        limits = Limits(
-            wall_s=float(sb["wall_s"]) if sb.get("wall_s") else None,
-            memory_mb=int(sb.get("memory_mb") or 512),
-            stdout_bytes=int(sb.get("stdout_bytes") or 4096),
-        )
+        sb = self.ctx.config.sandbox
+        limits = Limits(wall_s=sb.wall_s or None, memory_mb=sb.memory_mb or 512, stdout_bytes=sb.stdout_bytes)
         # Programs in flight (concurrency) exceed the sandbox processes (one per core by
         # default) so that fetching, publishing and acking overlap execution: with one job per
         # process, each process would idle for the bus round trips between its programs.
-        workers = int(sb.get("workers") or 0) or min(self.ctx.concurrency, available_cores())
+        workers = sb.workers or min(self.ctx.concurrency, available_cores())
         self.pool = await anyio.to_thread.run_sync(lambda: SandboxPool(workers=workers, limits=limits))
         self.ctx.log.info("sandbox pool ready", workers=workers, wall_s=limits.wall_s, memory_mb=limits.memory_mb)
 
@@ -106,14 +97,14 @@ class Executor(Actor[ExecRequest]):
         if train_outputs and len(train_outputs) > len(inputs):
             raise PermanentError(f"{len(train_outputs)} train outputs for {len(inputs)} inputs")
         result = await self.pool.run(msg.code, inputs)
-        if any(_error_name(r.error) == "crash" for r in result.results):
+        if any(r.error == ErrorKind.CRASH for r in result.results):
             # A sandbox worker died (killed by the OOM killer, by Ctrl-C while we shut down...).
             # That depends on the machine, not only on the program: run it once more, possibly
             # elsewhere, before recording the crash as the program's result.
             if self.ctx.draining or current_deliveries() < 2:
                 raise TransientError("sandbox worker died while running the program")
         outputs = [r.output for r in result.results]
-        errors = [_error_name(r.error) for r in result.results]
+        errors = [None if r.error is None else ErrorKind(r.error).value for r in result.results]
         details = [r.detail for r in result.results]
         train_correct = [bool(c) for c in correctness(train_outputs or [], outputs[: len(train_outputs or [])])]
         fitness = sum(train_correct) / len(train_correct) if train_correct else 0.0
@@ -134,6 +125,10 @@ class Executor(Actor[ExecRequest]):
             duration_s=float(result.duration_s),
             stdout=(result.stdout or "")[:4096],
             worker_id=self.ctx.worker_id,
+            code=msg.code,
             parent_id=msg.parent_id,
+            origin=msg.origin,
+            model_version=msg.model_version,
             generation=msg.generation,
+            task_digest=msg.task_digest,
         )

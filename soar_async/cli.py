@@ -18,11 +18,15 @@ COMMAND_MODULES = [
     "soar_async.commands.tasks",
     "soar_async.commands.config",
     "soar_async.commands.solve",
-    "soar_async.bench",
-    "soar_async.runtime.cli",
-    "soar_async.sandbox.cli",
+    "soar_async.commands.bench",
+    "soar_async.commands.up",
+    "soar_async.commands.status",
+    "soar_async.commands.logs",
+    "soar_async.commands.exec",
+    "soar_async.commands.sandbox",
 ]
-"""Modules exposing `register(subparsers)`; each adds its commands and sets `func` on them."""
+"""Modules exposing `register(subparsers)`; each adds its commands and sets `func` on them. A command
+module parses, calls library code and prints; the library never imports `soar_async.commands`."""
 
 
 class CliError(Exception):

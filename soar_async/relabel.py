@@ -367,6 +367,7 @@ def parquet_schema() -> Any:
             ("correct_train_input", pa.list_(pa.bool_())),
             ("correct_test_input", pa.list_(pa.bool_())),
             ("id", pa.string()),
+            ("task_digest", pa.string()),
             ("parent_id", pa.string()),
             ("origin", pa.string()),
             ("model_version", pa.string()),
@@ -387,6 +388,7 @@ def _columns(records: Sequence[ProgramRecord]) -> dict[str, list[Any]]:
         "correct_train_input": [r.train_correct for r in records],
         "correct_test_input": [r.test_correct for r in records],
         "id": [r.id for r in records],
+        "task_digest": [r.task_digest for r in records],
         "parent_id": [r.parent_id for r in records],
         "origin": [r.origin for r in records],
         "model_version": [r.model_version for r in records],
@@ -433,8 +435,11 @@ def _from_row(row: dict[str, Any]) -> ProgramRecord:
 
     extra = row.get("extra_json")
     test_correct = row.get("correct_test_input")
+    # Released rows carry neither an id nor the task's grids: their digest is "" (unknown)
+    # and their id is derived from that, as for any record.
     kw: dict[str, Any] = {
         "task_id": str(row["task_id"]),
+        "task_digest": row.get("task_digest") or "",
         "code": str(row["code"]),
         "train_outputs": train,
         "test_outputs": test,

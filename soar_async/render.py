@@ -1,6 +1,8 @@
-"""Grids drawn in the terminal, in ARC's colours, for `soar tasks show` and `soar sandbox run`."""
+"""What commands print: grids in ARC's colours (`soar tasks show`, `soar sandbox run`), result lines."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.text import Text
 
@@ -38,3 +40,14 @@ def side_by_side(grids: list[tuple[str, Grid]], gap: int = 4) -> list[Text]:
             line.append(" " * (w - len(cell.plain) + gap))
         out.append(line)
     return out
+
+
+def evaluated_line(ev: Any) -> str:
+    """One `Evaluated` result as `soar exec submit` prints it: program, task, train score, fitness, time, worker."""
+    ok = sum(ev.train_correct)
+    errs = sorted({e for e in ev.errors if e})
+    return (
+        f"{ev.program_id}  task {ev.task_id}  train {ok}/{len(ev.train_correct)}  "
+        f"h={ev.fitness:.2f}  {ev.duration_s * 1000:.1f} ms  by {ev.worker_id}"
+        + (f"  errors: {', '.join(errs)}" if errs else "")
+    )

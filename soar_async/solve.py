@@ -12,10 +12,9 @@ directory and the executor actors, stopped again when the pass is over.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,12 @@ import anyio
 from soar_async import baseline
 from soar_async.arc import Task
 from soar_async.bus.conn import BusConfig
-from soar_async.bus.server import NatsServer
-from soar_async.bus.topology import Topology
+from soar_async.config import Config
 from soar_async.logs import get_logger
 from soar_async.messages import Evaluated, ExecRequest, TaskStatus
 from soar_async.records import ProgramRecord
 from soar_async.runtime.client import exec_request, publish_task_status, submit_and_collect
-from soar_async.runtime.host import ActorSpec, serve
+from soar_async.runtime.system import ActorSpec, bring_up
 from soar_async.sandbox import ensure_built
 from soar_async.scoring import make_submission, score_submission, vote, write_submission
 
@@ -77,89 +75,44 @@ def task_status(task_id: str, records: Sequence[ProgramRecord]) -> TaskStatus:
     )
 
 
-@contextlib.asynccontextmanager
-async def embedded_system(
-    run_dir: Path,
-    executors: int | None,
-    *,
-    options: dict[str, Any] | None = None,
-    topology: Topology | None = None,
-) -> AsyncIterator[BusConfig]:
-    """An embedded nats-server plus executor actors in this process, for the duration of the block."""
-    # The first run on a machine compiles the sandbox (minutes): do it before any timer starts.
-    await anyio.to_thread.run_sync(ensure_built)
-    server = NatsServer(run_dir / "nats")
-    server.start()
-    try:
-        bc = BusConfig.from_url(server.url)
-        stop = anyio.Event()
-        ready = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(
-                lambda: serve(
-                    bc,
-                    [ActorSpec("executor", executors, options or {})],
-                    run_dir=run_dir,
-                    topology=topology,
-                    handle_signals=False,
-                    stop=stop,
-                    on_ready=lambda _runners: ready.set(),
-                )
-            )
-            with anyio.fail_after(120):
-                await ready.wait()
-            try:
-                yield bc
-            finally:
-                stop.set()
-    finally:
-        server.stop()
-
-
-def record_of(task: Task, code: str, ev: Evaluated) -> ProgramRecord:
-    """An Evaluated event as an archive record; error texts keep the sandbox's detail."""
-    errors = [
-        None if kind is None else f"{kind}: {detail}" if detail else kind
-        for kind, detail in zip(ev.errors, ev.details or [None] * len(ev.errors), strict=False)
-    ]
-    return ProgramRecord.from_outputs(task, code, ev.outputs, errors)
-
-
 async def solve(
     tasks: Sequence[Task],
     *,
     run_dir: Path,
+    config: Config | None = None,
     source: ProgramSource = baseline.programs_for,
     bus: BusConfig | None = None,
     executors: int | None = None,
     timeout: float = 3600.0,
-    vote_c: float = 1000.0,
-    n_attempts: int = 2,
-    executor_options: dict[str, Any] | None = None,
-    topology: Topology | None = None,
     on_result: Callable[[Evaluated], None] = lambda _e: None,
 ) -> SolveReport:
-    """Run every candidate of `source` on `tasks` through the bus and vote two attempts per test input."""
+    """Run every candidate of `source` on `tasks` through the bus and vote two attempts per test input.
+
+    bus: a running system to use (its executors); None brings up the embedded default here,
+    with `executors` executor slots (None: the role's default).
+    """
+    config = config or Config()
     run_dir.mkdir(parents=True, exist_ok=True)
+    actors: list[ActorSpec] = []
+    if bus is None:
+        # The first run on a machine compiles the sandbox (minutes): do it before any timer starts.
+        await anyio.to_thread.run_sync(ensure_built)
+        actors = [ActorSpec("executor", executors or config.sandbox.workers or None)]
     t0 = time.perf_counter()
     reqs = requests_for(tasks, source)
-    codes = {r.program_id: r.code for r in reqs}
     task_by_id = {t.id: t for t in tasks}
     by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
-    async with contextlib.AsyncExitStack() as stack:
-        bc = bus or await stack.enter_async_context(
-            embedded_system(run_dir, executors, options=executor_options, topology=topology)
-        )
-        got = await submit_and_collect(bc, reqs, timeout=timeout, on_result=on_result)
+    async with bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system:
+        got = await submit_and_collect(system.bus, reqs, timeout=timeout, on_result=on_result)
         results = got.results
         for ev in results.values():
-            by_task[ev.task_id].append(record_of(task_by_id[ev.task_id], codes[ev.program_id], ev))
-        attempts = {tid: vote(recs, c=vote_c, n_attempts=n_attempts) for tid, recs in by_task.items()}
+            by_task[ev.task_id].append(ProgramRecord.from_evaluated(task_by_id[ev.task_id], ev))
+        attempts = {tid: vote(recs, c=config.vote.c, n_attempts=config.vote.attempts) for tid, recs in by_task.items()}
         submission = make_submission(attempts, tasks)
         sub_path = run_dir / "submission.json"
         write_submission(sub_path, submission)
         try:
-            await publish_task_status(bc, [task_status(tid, recs) for tid, recs in by_task.items()])
+            await publish_task_status(system.bus, [task_status(tid, recs) for tid, recs in by_task.items()])
         except Exception as e:  # the submission is written; task state is a convenience for `soar status`
             get_logger(actor="solve").warning("could not record task status", error=repr(e))
     report = SolveReport(

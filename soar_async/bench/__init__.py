@@ -1,16 +1,5 @@
-"""`soar bench ...`: benchmarks that compare against a baseline in the same run and print ratios."""
+"""Benchmarks that compare against a baseline in the same run and report ratios (`soar bench ...`).
 
-from __future__ import annotations
-
-import argparse
-import importlib
-
-BENCH_MODULES = ["soar_async.bench.sandbox", "soar_async.bench.bus"]
-"""Each exposes `register(subparsers)` adding one `soar bench NAME` command."""
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark against its baseline and print ratios")
-    bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
-    for name in BENCH_MODULES:
-        importlib.import_module(name).register(bench_sub)
+`sandbox`: the executors side by side on one program corpus; `bus`: what the bus costs per hop
+against the sandbox time of the same programs. Each returns plain data and renders it as text.
+"""

@@ -18,9 +18,7 @@ are the software's cost, not a network's.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import statistics
 import tempfile
 import time
@@ -30,15 +28,6 @@ from typing import Any, ClassVar
 import anyio
 
 GOAL = 0.05
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bus", help="bus throughput and per-hop latency: core NATS vs JetStream, overhead vs sandbox")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--programs", type=int, default=50, help="programs in the task batch (default 50)")
-    p.add_argument("--rounds", type=int, default=4, help="times the batch goes through each path")
-    p.add_argument("--heavy", type=int, default=5, help="how many of the programs are heavy (default 5)")
-    p.set_defaults(func=cmd_bench)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -238,19 +227,20 @@ async def actor_path(
     from soar_async.bus.topology import EVALUATED_ALL, Topology, provision
     from soar_async.messages import Evaluated, ExecRequest
     from soar_async.runtime.actor import Actor, ActorRunner
+    from soar_async.runtime.inputs import Input, WorkQueue
 
     by_code = {r.code: res for r, res in zip(reqs, results, strict=True)}
 
     class Replay(Actor[ExecRequest]):
         role: ClassVar[str] = "bench"
-        queue: ClassVar[str] = "exec"
-        input_type: ClassVar[type[ExecRequest]] = ExecRequest
+        inputs: ClassVar[tuple[Input, ...]] = (WorkQueue("exec", ExecRequest),)
 
         async def handle(self, msg: ExecRequest) -> Evaluated:
             res = by_code[msg.code]
             return Evaluated(
                 program_id=msg.program_id,
                 task_id=msg.task_id,
+                code=msg.code,
                 outputs=[g.output for g in res.results],
                 errors=[None if g.error is None else str(g.error) for g in res.results],
                 details=[g.detail for g in res.results],
@@ -318,8 +308,8 @@ async def actor_path(
 
 
 async def run_bench(n: int, rounds: int, heavy: int, progress: Any) -> dict[str, Any]:
-    from soar_async.bus.conn import Bus, BusConfig
-    from soar_async.bus.server import NatsServer
+    from soar_async.config import Config
+    from soar_async.runtime.system import bring_up
 
     reqs = workload(n, heavy)
     progress(f"sandbox: running {len(reqs)} programs once ({heavy} heavy) ...")
@@ -330,6 +320,7 @@ async def run_bench(n: int, rounds: int, heavy: int, progress: Any) -> dict[str,
         Evaluated(
             program_id=r.program_id,
             task_id=r.task_id,
+            code=r.code,
             outputs=[g.output for g in res.results],
             errors=[None if g.error is None else str(g.error) for g in res.results],
             duration_s=res.duration_s,
@@ -345,21 +336,16 @@ async def run_bench(n: int, rounds: int, heavy: int, progress: Any) -> dict[str,
     }
     payloads = [r.encode() for r in reqs]
     with tempfile.TemporaryDirectory(prefix="soar-bench-bus-") as tmp:
-        srv = NatsServer(Path(tmp) / "nats", log_file=Path(tmp) / "nats.log")
-        srv.start()
-        try:
-            bus = await Bus.connect(BusConfig.from_url(srv.url), name="soar-bench")
-            try:
-                progress("core NATS ...")
-                out["core"] = await core_nats(bus, payloads, rounds)
-                progress("JetStream ...")
-                out["jetstream"] = await jetstream(bus, payloads, rounds)
-                progress("actor path ...")
-                out["actor"] = await actor_path(bus, reqs, results, rounds, srv.proc.pid if srv.proc else None)
-            finally:
-                await bus.close()
-        finally:
-            srv.stop()
+        # The same bring-up as `soar up`: an embedded server on its own temporary store.
+        async with bring_up(Config(), run_dir=Path(tmp), name="bench") as system:
+            bus, srv = system.bus, system.server
+            pid = srv.proc.pid if srv is not None and srv.proc is not None else None
+            progress("core NATS ...")
+            out["core"] = await core_nats(bus, payloads, rounds)
+            progress("JetStream ...")
+            out["jetstream"] = await jetstream(bus, payloads, rounds)
+            progress("actor path ...")
+            out["actor"] = await actor_path(bus, reqs, results, rounds, pid)
     sb_mean = out["sandbox"]["per_program"]["mean_us"]
     out["ratios"] = {
         "jetstream_vs_core_hop_latency_p50": out["jetstream"]["hop"]["p50_us"] / out["core"]["hop"]["p50_us"],
@@ -422,21 +408,3 @@ def render(r: dict[str, Any]) -> str:
         f"{q['bus_cpu_fraction_of_sandbox_light'] * 100:.2f}% light only",
     ]
     return "\n".join(lines)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    import sys
-
-    if args.heavy >= args.programs:
-        raise ValueError("--heavy must be smaller than --programs")
-    from soar_async.logs import configure_logging
-
-    configure_logging(process="bench", console=False)  # the actor's own events would clutter the table
-
-    def progress(msg: str) -> None:
-        if not args.json:
-            print(msg, file=sys.stderr, flush=True)
-
-    res = anyio.run(run_bench, args.programs, args.rounds, args.heavy, progress)
-    print(json.dumps(res, indent=2) if args.json else render(res))
-    return 0

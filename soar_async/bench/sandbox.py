@@ -11,7 +11,6 @@ Latency is per program as the executor measured it (queueing excluded); RSS is p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -25,15 +24,6 @@ from typing import Any
 from soar_async.sandbox.corpus import Program, heavy_programs, light_programs
 
 SUBPROCESS_MEMORY = 1 << 30  # RLIMIT_AS for the subprocess baseline
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sandbox", help="sandbox vs native exec vs one-subprocess-per-program")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--n", type=int, default=None, help="light programs to run (default: corpus)")
-    p.add_argument("--workers", type=int, default=None, help="pool workers (default: cores)")
-    p.add_argument("--no-heavy", action="store_true", help="skip the heavy corpus")
-    p.set_defaults(func=cmd_bench)
 
 
 def _rss_mb(pid: int | None = None) -> float:
@@ -287,22 +277,3 @@ def format_table(report: dict[str, Any]) -> str:
         )
     lines.append(f"sandbox outputs differing from native: {report['output_mismatches_vs_native']}")
     return "\n".join(lines)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from soar_async.sandbox.pool import available_cores
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    workers = args.workers or available_cores()
-    quiet = args.json
-
-    def say(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    report = bench(args.n, workers, not args.no_heavy, say)
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        print(format_table(report))
-    return 0

@@ -23,6 +23,8 @@ from nats.aio.client import Client, Server
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from soar_async.retry import backoff_delay, retry
+
 DEFAULT_TIMEOUT = 5.0
 """Seconds any single request to the server may take before we give up on it (and retry)."""
 
@@ -115,11 +117,6 @@ class BusConfig:
         return ",".join(out)
 
 
-def backoff_delay(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
-    """Exponential backoff with full jitter: spreads reconnect/retry storms after an outage."""
-    return random.uniform(0.5, 1.0) * min(cap, base * (2 ** min(attempt, 16)))
-
-
 def _reconnect_handler(cfg: BusConfig) -> Callable[[list[Server], dict[str, Any]], tuple[Server | None, float]]:
     """Pick the server tried least recently-failing, waiting with backoff on repeated failures.
 
@@ -139,11 +136,12 @@ def _reconnect_handler(cfg: BusConfig) -> Callable[[list[Server], dict[str, Any]
 class Bus:
     """A connected NATS client plus JetStream; create with `await Bus.connect(cfg)`."""
 
-    def __init__(self, nc: Client, cfg: BusConfig) -> None:
+    def __init__(self, nc: Client, cfg: BusConfig, state: dict[str, Any] | None = None) -> None:
         self.nc = nc
         self.cfg = cfg
         self.js: JetStreamContext = nc.jetstream(timeout=cfg.request_timeout)
-        self._closing: dict[str, bool] = {"now": False}
+        self._state: dict[str, Any] = state if state is not None else {"phase": "connected", "closing": False}
+        """Shared with the client's callbacks: once closing, disconnects are not news."""
 
     @classmethod
     async def connect(
@@ -160,20 +158,28 @@ class Bus:
         `on_event(kind, detail)` hears 'disconnected', 'reconnected', 'error' for logging.
         """
 
-        closing = {"now": True}  # quiet until connected: the first connect reports its own error
-
-        def note(kind: str, detail: str = "") -> None:
-            if on_event is not None and not closing["now"]:
-                on_event(kind, detail)
+        state: dict[str, Any] = {"phase": "connecting", "closing": False}
+        errors: list[str] = []
+        connecting = anyio.CancelScope()
 
         async def error_cb(e: Exception) -> None:
-            note("error", f"{type(e).__name__}: {e}")
+            # One callback for the client's whole life: while the first connect runs it collects
+            # the reasons (and stops at once on refused credentials); afterwards it reports.
+            text = f"{type(e).__name__}: {e}".strip()
+            if state["phase"] == "connecting":
+                errors.append(text)
+                if _is_auth_error(text):
+                    connecting.cancel()
+            elif on_event is not None and not state["closing"]:
+                on_event("error", text)
 
         async def disconnected_cb() -> None:
-            note("disconnected", "")
+            if on_event is not None and state["phase"] == "connected" and not state["closing"]:
+                on_event("disconnected", "")
 
         async def reconnected_cb() -> None:
-            note("reconnected", str(nc.connected_url.netloc if nc.connected_url else ""))
+            if on_event is not None and not state["closing"]:
+                on_event("reconnected", str(nc.connected_url.netloc if nc.connected_url else ""))
 
         kw: dict[str, Any] = {
             "servers": cfg.urls,
@@ -181,14 +187,15 @@ class Bus:
             "connect_timeout": max(1, int(cfg.connect_timeout)),
             "reconnect_time_wait": 0.5,
             "reconnect_to_server_handler": _reconnect_handler(cfg),
+            "error_cb": error_cb,
             "disconnected_cb": disconnected_cb,
             "reconnected_cb": reconnected_cb,
             "ping_interval": 10,
             "max_outstanding_pings": 3,
-            # nats-py retries the first connect only through its reconnect settings; we bound
-            # it ourselves so that a wrong URL or refused credentials fail in seconds.
-            "allow_reconnect": False,
-            "max_reconnect_attempts": 0,
+            # Reconnect forever once connected; the first connect is bounded by our own deadline
+            # below, so a wrong URL or refused credentials fail in seconds with one line.
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
         }
         if cfg.user:
             kw["user"] = cfg.user
@@ -204,45 +211,25 @@ class Bus:
             kw["tls"] = ctx
             if cfg.tls_hostname:
                 kw["tls_hostname"] = cfg.tls_hostname
-        errors: list[str] = []
-
-        async def first_error_cb(e: Exception) -> None:
-            errors.append(f"{type(e).__name__}: {e}".strip())
-
-        kw["error_cb"] = first_error_cb
-        deadline = anyio.current_time() + cfg.connect_timeout * max(1, len(cfg.urls)) + 2
         nc = Client()
-        attempt = 0
-        while True:
-            attempt += 1
-            nc = Client()
+        connected = False
+        with connecting:
+            connecting.deadline = anyio.current_time() + cfg.connect_timeout * max(1, len(cfg.urls)) + 2
             try:
-                with anyio.fail_after(max(0.5, deadline - anyio.current_time())):
-                    await nc.connect(**kw)
-                break
+                await nc.connect(**kw)
+                connected = True
             except Exception as e:
-                await _close_quietly(nc)
-                if not isinstance(e, TimeoutError):
-                    errors.append(f"{type(e).__name__}: {e}".strip())
-                auth = [x for x in errors if "authoriz" in x.lower() or "authenticat" in x.lower()]
-                if auth:
-                    raise BusError(
-                        f"could not connect to NATS at {cfg.redacted()}: authorization refused ({auth[-1]})"
-                    ) from None
-                # A reset while the server sends its error can hide the reason: try again.
-                if anyio.current_time() >= deadline or (attempt >= 3 and not isinstance(e, OSError)):
-                    why = errors[-1] if errors else "timed out"
-                    hint = f" (URL from {cfg.source})" if cfg.source else ""
-                    raise BusError(f"could not connect to NATS at {cfg.redacted()}{hint}: {why}") from None
-                await anyio.sleep(min(0.5, backoff_delay(attempt, 0.1, 0.5)))
-        # Connected: from now on reconnect forever with backoff.
-        nc.options["allow_reconnect"] = True
-        nc.options["max_reconnect_attempts"] = -1
-        nc._error_cb = error_cb  # type: ignore[attr-defined]
-        closing["now"] = False
-        bus = cls(nc, cfg)
-        bus._closing = closing
-        return bus
+                errors.append(f"{type(e).__name__}: {e}".strip())
+        if not connected:
+            await _close_quietly(nc)
+            auth = [x for x in errors if _is_auth_error(x)]
+            if auth:
+                raise BusError(f"could not connect to NATS at {cfg.redacted()}: authorization refused ({auth[-1]})")
+            why = errors[-1] if errors else "timed out"
+            hint = f" (URL from {cfg.source})" if cfg.source else ""
+            raise BusError(f"could not connect to NATS at {cfg.redacted()}{hint}: {why}")
+        state["phase"] = "connected"
+        return cls(nc, cfg, state)
 
     @property
     def max_payload(self) -> int:
@@ -284,32 +271,28 @@ class Bus:
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
         self.check_size(subject, payload, hdrs)
-        deadline = anyio.current_time() + retry_for
-        attempt = 0
-        while True:
+
+        async def once() -> PubAck:
             try:
                 return await self.js.publish(
                     subject, payload, timeout=timeout or self.cfg.request_timeout, headers=hdrs or None
                 )
             except nats.errors.MaxPayloadError:
                 raise PayloadTooLarge(subject, len(payload), self.max_payload) from None
-            except nats.js.errors.BadRequestError:
-                raise
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
-                if isinstance(e, nats.js.errors.APIError) and e.code not in (None, 503, 500, 408):
-                    raise
-                attempt += 1
-                if anyio.current_time() > deadline:
-                    raise BusError(f"publish to {subject!r} failed after {attempt} attempts: {e!r}") from e
-                await anyio.sleep(backoff_delay(attempt, 0.05, 2.0))
 
-    async def request_json(self, subject: str, payload: bytes, timeout: float | None = None) -> bytes:
-        msg = await self.nc.request(subject, payload, timeout=timeout or self.cfg.request_timeout)
-        return bytes(msg.data)
+        return await retry(
+            once,
+            what=f"publish to {subject!r}",
+            retry_if=_transient_publish_error,
+            timeout=retry_for,
+            base=0.05,
+            cap=2.0,
+            error=BusError,
+        )
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush and close; bounded, so a dead server cannot hang shutdown."""
-        self._closing["now"] = True
+        self._state["closing"] = True
         await _close_quietly(self.nc, timeout)
 
     async def __aenter__(self) -> Bus:
@@ -317,6 +300,20 @@ class Bus:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _is_auth_error(text: str) -> bool:
+    low = text.lower()
+    return "authoriz" in low or "authenticat" in low
+
+
+def _transient_publish_error(e: BaseException) -> bool:
+    """Worth publishing again: the connection or the stream leader is away, not a refusal."""
+    if isinstance(e, PayloadTooLarge | nats.js.errors.BadRequestError):
+        return False
+    if isinstance(e, nats.js.errors.APIError):
+        return e.code in (None, 503, 500, 408)
+    return isinstance(e, nats.errors.Error | nats.js.errors.Error | TimeoutError | OSError)
 
 
 async def _close_quietly(nc: Client, timeout: float = 5.0) -> None:

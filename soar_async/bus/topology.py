@@ -9,10 +9,10 @@ test fixtures) also brings existing streams and consumers to the declared settin
 from __future__ import annotations
 
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import nats.errors
 import nats.js.errors
 from nats.js.api import (
@@ -27,7 +27,11 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from soar_async.bus.conn import Bus, BusError, backoff_delay
+from soar_async.bus.conn import Bus, BusError
+from soar_async.retry import retry
+
+if TYPE_CHECKING:
+    from soar_async.config import BusSettings
 
 # Subjects -------------------------------------------------------------------------------
 PREFIX = "soar"
@@ -67,8 +71,45 @@ def exec_subject(task_id: str) -> str:
     return f"{WORK_EXEC}.{subject_token(task_id)}"
 
 
+SHARDS = 64
+"""Evaluated events are spread over this many subject shards by task:
+`soar.evt.evaluated.<shard>.<task>`. A partitioned reader (archive partition i of N) filters
+on the shards s with s % N == i. The publisher never needs to know N, and N can be chosen
+per deployment (up to SHARDS) without republishing anything."""
+
+
+def shard(task_id: str) -> int:
+    """The task's shard: crc32 of its subject token (stable across processes, unlike hash())."""
+    return zlib.crc32(subject_token(task_id).encode()) % SHARDS
+
+
+def partition(task_id: str, n: int) -> int:
+    """Which of `n` partitions owns the task (DESIGN 2b); agrees with `partition_filters`."""
+    return shard(task_id) % max(1, n)
+
+
+def partition_filters(prefix: str, index: int, count: int) -> list[str]:
+    """Subject filters below a sharded `prefix` for partition `index` of `count`."""
+    return [f"{prefix}.{s}.>" for s in range(SHARDS) if s % count == index]
+
+
 def evaluated_subject(task_id: str) -> str:
-    return f"{EVT_EVALUATED}.{subject_token(task_id)}"
+    return f"{EVT_EVALUATED}.{shard(task_id)}.{subject_token(task_id)}"
+
+
+def evaluated_filter(task_id: str) -> str:
+    """Every Evaluated event of one task (whatever its shard)."""
+    return f"{EVT_EVALUATED}.*.{subject_token(task_id)}"
+
+
+def task_status_subject(task_id: str) -> str:
+    """Where a task's status changes are published, so a reader can follow just its own tasks."""
+    return f"{EVT_TASK_STATUS}.{subject_token(task_id)}"
+
+
+def task_token_of(subject: str) -> str:
+    """The task token of a per-task subject (`soar.work.exec.<task>`, `soar.evt.evaluated.<shard>.<task>`)."""
+    return subject.rsplit(".", 1)[-1]
 
 
 def dead_letter_subject(role: str) -> str:
@@ -77,11 +118,6 @@ def dead_letter_subject(role: str) -> str:
 
 def log_subject(actor: str) -> str:
     return f"{LOG}.{actor}"
-
-
-def partition(task_id: str, n: int) -> int:
-    """Stable partition of a task (archive sharding, DESIGN 2b): crc32, not Python's salted hash."""
-    return zlib.crc32(task_id.encode()) % max(1, n)
 
 
 # Streams --------------------------------------------------------------------------------
@@ -145,6 +181,14 @@ class Topology:
     log_max_bytes: int = 256 * 1024 * 1024
     event_max_age: float = 30 * DAY
     queues: dict[str, QueueSpec] = field(default_factory=lambda: dict(QUEUES))
+
+    @classmethod
+    def from_settings(cls, bus: BusSettings) -> Topology:
+        """The configured layout: `[bus] ack_wait_s` and `max_deliver` tune the execution queue
+        (its jobs take seconds); the generation and training queues keep their longer waits."""
+        topo = cls(replicas=bus.replicas)
+        topo.queues["exec"] = replace(topo.queues["exec"], ack_wait=bus.ack_wait_s, max_deliver=bus.max_deliver)
+        return topo
 
     def queue(self, name: str) -> QueueSpec:
         q = self.queues[name]
@@ -239,30 +283,22 @@ class Topology:
         ]
 
 
-async def _retrying(what: str, fn, timeout: float):  # type: ignore[no-untyped-def]
-    """Run `fn()` until it succeeds or `timeout` passes: JetStream may still be electing leaders."""
-    deadline = anyio.current_time() + timeout
-    attempt = 0
-    while True:
-        try:
-            return await fn()
-        except (
-            nats.errors.TimeoutError,
-            nats.js.errors.ServiceUnavailableError,
-            nats.errors.NoRespondersError,
-            nats.js.errors.NoStreamResponseError,
-            TimeoutError,
-        ) as e:
-            attempt += 1
-            if anyio.current_time() > deadline:
-                raise BusError(f"provisioning {what}: JetStream not answering ({e!r})") from e
-            await anyio.sleep(backoff_delay(attempt, 0.1, 1.0))
-        except nats.js.errors.APIError as e:
-            if e.code in (500, 503) and anyio.current_time() < deadline:
-                attempt += 1
-                await anyio.sleep(backoff_delay(attempt, 0.1, 1.0))
-                continue
-            raise
+def _not_ready(e: BaseException) -> bool:
+    """JetStream not answering yet (starting, electing a leader): worth asking again."""
+    if isinstance(e, nats.js.errors.APIError) and not isinstance(e, nats.js.errors.ServiceUnavailableError):
+        return e.code in (500, 503)
+    return isinstance(
+        e,
+        nats.errors.TimeoutError
+        | nats.js.errors.ServiceUnavailableError
+        | nats.errors.NoRespondersError
+        | nats.js.errors.NoStreamResponseError
+        | TimeoutError,
+    )
+
+
+async def _retrying(what: str, fn: Callable[[], Awaitable[None]], timeout: float) -> None:
+    await retry(fn, what=f"provisioning {what}", retry_if=_not_ready, timeout=timeout, cap=1.0, error=BusError)
 
 
 async def provision(

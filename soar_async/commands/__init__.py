@@ -1,1 +1,4 @@
-"""CLI command groups that are not owned by a subsystem package."""
+"""The `soar` commands, one module per command group: each parses its flags, calls library code and prints.
+
+Nothing outside this package imports it (apart from `soar_async.cli`, which registers the modules).
+"""

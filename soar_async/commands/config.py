@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from soar_async import config
-
-
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    """The flags every command that reads configuration accepts."""
-    p.add_argument("--config", metavar="FILE", help="TOML file layered over the defaults")
-    p.add_argument(
-        "--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
-        help="override one key (repeatable), e.g. --set search.min_p=0.1",
-    )  # fmt: skip
-
-
-def config_from_args(args: argparse.Namespace) -> config.Config:
-    return config.load(getattr(args, "config", None), overrides=getattr(args, "overrides", []))
+from soar_async.commands._common import add_config_args, config_from_args
 
 
 def cmd_show(args: argparse.Namespace) -> int:

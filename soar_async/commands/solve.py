@@ -9,7 +9,8 @@ from pathlib import Path
 import anyio
 
 from soar_async.arc import load_tasks
-from soar_async.commands.config import add_config_args, config_from_args
+from soar_async.bus.conn import BusError
+from soar_async.commands._common import add_config_args, bus_from_args, config_from_args
 from soar_async.messages import Evaluated
 
 SOURCES = ("baseline",)
@@ -17,14 +18,13 @@ SOURCES = ("baseline",)
 
 def cmd_solve(args: argparse.Namespace) -> int:
     from soar_async.logs import configure_logging
-    from soar_async.runtime.cli import bus_config, sandbox_options, topology_of
     from soar_async.solve import solve
 
     cfg = config_from_args(args)
     tasks = load_tasks(args.tasks or cfg.run.tasks)
     run_dir = Path(args.run_dir) if args.run_dir else cfg.run.path
     # A running `soar up` in the same run directory is used rather than a second server on its store.
-    bus = bus_config(args, cfg, run_dir=run_dir)
+    bus = bus_from_args(args, cfg, run_dir=run_dir)
     configure_logging(run_dir=run_dir, process="solve", console_level="warning")
     done = 0
 
@@ -39,20 +39,20 @@ def cmd_solve(args: argparse.Namespace) -> int:
         f"{'NATS ' + bus.redacted() if bus else 'embedded NATS'}, run dir {run_dir}",
         file=sys.stderr,
     )
-    report = anyio.run(
-        lambda: solve(
-            tasks,
-            run_dir=run_dir,
-            bus=bus,
-            executors=args.executors or cfg.sandbox.workers or None,
-            timeout=args.timeout,
-            vote_c=cfg.vote.c,
-            n_attempts=cfg.vote.attempts,
-            executor_options=sandbox_options(cfg),
-            topology=topology_of(cfg),
-            on_result=progress,
+    try:
+        report = anyio.run(
+            lambda: solve(
+                tasks,
+                run_dir=run_dir,
+                config=cfg,
+                bus=bus,
+                executors=args.executors,
+                timeout=args.timeout,
+                on_result=progress,
+            )
         )
-    )
+    except BusError as e:
+        raise ValueError(str(e)) from None
     rate = report.evaluated / report.seconds if report.seconds else 0.0
     print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s)")
     if report.dead_lettered:

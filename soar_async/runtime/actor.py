@@ -1,11 +1,12 @@
 """The actor base and the loop that feeds it: all the plumbing, written once.
 
-An actor module subclasses `Actor` and writes `handle(msg) -> output(s)`; `ActorRunner` does
-the rest:
+An actor module subclasses `Actor`, declares what it listens to (`inputs`: work queues,
+durable event streams, broadcasts; see `soar_async.runtime.inputs`) and writes
+`handle(msg) -> output(s)`. `ActorRunner` does the rest:
 
-- a JetStream pull consumer (durable, shared by every worker of the role, explicit ack),
-  fetching only as many messages as there are free slots, so a busy worker never sits on
-  work another worker could take, and SIGTERM has little to hand back;
+- one JetStream pull consumer per input, fetching only as many messages as there are free
+  slots, so a busy worker never sits on work another worker could take, and a stop has
+  little to hand back;
 - in-progress acks while a long job runs (the server would otherwise redeliver it after
   ack_wait);
 - outputs published with their dedup id *before* the input is acked: a crash in between
@@ -14,14 +15,16 @@ the rest:
 - nak with backoff on failure, termination after the last allowed delivery with the message
   copied to the dead letter stream; undecodable payloads go there at once;
 - heartbeats into the worker registry (KV with TTL);
-- stop = drain: no new fetches, in-flight work finishes within `drain_timeout`, whatever is
-  left is nak'd so another worker takes it at once.
+- stop = drain: `request_stop()` cancels the fetch loops; in-flight handlers get
+  `drain_timeout` (a deadline on their scope); whatever is cut off is nak'd so that another
+  worker takes it at once.
 """
 
 from __future__ import annotations
 
 import collections
 import contextvars
+import dataclasses
 import os
 import secrets
 import socket
@@ -32,16 +35,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
+import anyio.abc
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
 from soar_async import __version__
-from soar_async.bus.conn import Bus, BusError, PayloadTooLarge, backoff_delay
+from soar_async.bus.conn import Bus, PayloadTooLarge
 from soar_async.bus.topology import KV_WORKERS, Topology
+from soar_async.config import Config
 from soar_async.logs import bind, get_logger
 from soar_async.messages import DecodeError, Heartbeat, Message, decode
+from soar_async.retry import Backoff, backoff_delay
 from soar_async.runtime.deadletter import publish_dead_letter, watch_max_deliveries
+from soar_async.runtime.inputs import Events, Feed, Input, Partition
 
 In = TypeVar("In", bound=Message)
 
@@ -68,18 +75,32 @@ def make_worker_id(role: str) -> str:
 
 @dataclass(slots=True)
 class ActorContext:
-    """What an actor may use: the bus, its identity, settings, a logger, the run directory."""
+    """What an actor may use: the bus, its identity, the typed configuration, a logger, the run directory.
+
+    Attributes:
+        bus: the connected bus (publish facts with `publish`, read buckets through `bus.js`).
+        role: the actor's role name.
+        worker_id: unique per worker process and role; heartbeats and log events carry it.
+        concurrency: how many messages this worker handles at once.
+        topology: the bus layout (queues, streams, buckets).
+        config: the whole frozen configuration; an actor reads its own section.
+        run_dir: the run directory, where a stateful actor keeps files (None: no local state).
+        partition: (index, count) when this worker owns a share of the tasks.
+        log: a structlog logger bound to the actor and worker.
+        draining: set when the worker was asked to stop: a handler may hand work back
+            (raise TransientError) instead of starting something long.
+    """
 
     bus: Bus
     role: str
     worker_id: str
     concurrency: int
     topology: Topology
+    config: Config
     run_dir: Path | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    partition: Partition | None = None
     log: Any = None
     draining: bool = False
-    """Set when the worker was asked to stop: a handler may hand work back (TransientError)."""
 
     async def publish(self, msg: Message, *, retry_for: float = 120.0) -> None:
         """Publish a fact into its stream with its dedup id (redeliveries are stored once)."""
@@ -90,17 +111,19 @@ class Actor(Generic[In]):
     """Behaviour of one role. Subclasses set the class attributes and implement `handle`.
 
     role: name used by `soar worker --role`, in heartbeats and log events.
-    queue: which work queue of the Topology it pulls from ("exec", "gen", "train").
-    input_type: the message class its queue carries.
+    inputs: what it listens to (`WorkQueue`, `Events`, `Broadcast`); override `listens_to`
+        when that depends on the context (e.g. the tasks a worker drives).
     """
 
     role: ClassVar[str] = ""
-    queue: ClassVar[str] = ""
-    input_type: ClassVar[type[Message]] = Message
+    inputs: ClassVar[tuple[Input, ...]] = ()
     default_concurrency: ClassVar[int] = 1
 
     def __init__(self, ctx: ActorContext) -> None:
         self.ctx = ctx
+
+    def listens_to(self) -> Sequence[Input]:
+        return type(self).inputs
 
     async def setup(self) -> None:
         """Acquire resources (sandbox pool, model); runs before the first fetch."""
@@ -146,28 +169,31 @@ class Counters:
 
 
 class ActorRunner:
-    """Runs one actor: fetch loop, bounded concurrency, heartbeats, drain on stop."""
+    """Runs one actor: fetch loops, bounded concurrency, heartbeats, drain on stop."""
 
     def __init__(
         self,
         actor_cls: type[Actor[Any]],
         bus: Bus,
         *,
+        config: Config | None = None,
         concurrency: int | None = None,
         topology: Topology | None = None,
         run_dir: Path | None = None,
         worker_id: str | None = None,
+        partition: Partition | None = None,
+        replay_from: int | None = None,
         heartbeat_interval: float = 3.0,
         drain_timeout: float = 30.0,
         fetch_timeout: float = 1.0,
         progress_interval: float = 10.0,
-        options: dict[str, Any] | None = None,
     ) -> None:
         self.actor_cls = actor_cls
         self.bus = bus
         self.topology = topology or Topology()
         self.concurrency = max(1, concurrency or actor_cls.default_concurrency)
         self.worker_id = worker_id or make_worker_id(actor_cls.role)
+        self.replay_from = replay_from
         self.heartbeat_interval = heartbeat_interval
         self.drain_timeout = drain_timeout
         self.fetch_timeout = fetch_timeout
@@ -183,106 +209,102 @@ class ActorRunner:
             worker_id=self.worker_id,
             concurrency=self.concurrency,
             topology=self.topology,
+            config=config or Config(),
             run_dir=run_dir,
-            options=options or {},
+            partition=partition,
             log=self.log,
         )
         self.actor = actor_cls(self.ctx)
-        self._stop = anyio.Event()
+        self.feeds: list[Feed] = []
+        self._fetching = anyio.CancelScope()
+        self._handlers: anyio.CancelScope | None = None
+        self._aborted = False
         self._slots = anyio.Semaphore(self.concurrency)
-        self._working: dict[int, tuple[Msg, float]] = {}
-        self._load_acc = 0.0
-        self._load_t = time.monotonic()
-        self.max_deliver = self.topology.queue(actor_cls.queue).max_deliver
-        self.ack_wait = self.topology.queue(actor_cls.queue).ack_wait
+        self._working: dict[int, tuple[Msg, float, float]] = {}
+        self._load_ema = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Begin draining: no new fetches; in-flight work finishes or is handed back."""
+        """Begin draining: fetching stops now; in-flight work gets `drain_timeout` to finish."""
         self.ctx.draining = True
-        self._stop.set()
+        self._fetching.cancel()
+
+    def abort(self) -> None:
+        """Stop now: in-flight handlers are cancelled and their messages handed back at once."""
+        self.request_stop()
+        self._aborted = True
+        if self._handlers is not None:
+            self._handlers.cancel()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self.ctx.draining
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """start -> run -> drain -> stop. Returns once everything fetched is acked or nak'd."""
         bind(actor=self.actor_cls.role, worker_id=self.worker_id)
-        q = self.topology.queue(self.actor_cls.queue)
         self.log.info("actor starting", role=self.actor_cls.role, concurrency=self.concurrency)
+        subs: list[Any] = []
         try:
             await self.actor.setup()
-            sub = await self._subscribe(q.stream, q.durable, q.subject)
-            await self._read_consumer_settings(sub)
+            for inp in self.actor.listens_to():
+                if self.replay_from is not None and isinstance(inp, Events):
+                    inp = dataclasses.replace(inp, replay_from=self.replay_from)
+                feed = await inp.open(
+                    self.bus,
+                    self.topology,
+                    role=self.actor_cls.role,
+                    worker_id=self.worker_id,
+                    partition=self.ctx.partition,
+                )
+                self.feeds.append(feed)
+                subs.append(await self.bus.js.pull_subscribe_bind(feed.consumer, stream=feed.stream))
+            if not self.feeds:
+                raise ValueError(f"actor {self.actor_cls.role!r} listens to nothing (set `inputs`)")
             self.state = "running"
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(self._heartbeat_loop)
-                outer.start_soon(self._keepalive_loop)
-                await outer.start(watch_max_deliveries, self.bus, q, self.actor_cls.role)
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._heartbeat_loop)
+                services.start_soon(self._keepalive_loop)
+                for feed in self.feeds:
+                    await services.start(watch_max_deliveries, self.bus, feed, self.actor_cls.role)
                 task_status.started()
-                self.log.info("actor running", queue=q.subject, worker=self.worker_id)
+                self.log.info("actor running", inputs=[f.subject for f in self.feeds], worker=self.worker_id)
                 async with anyio.create_task_group() as handlers:
-                    await self._fetch_loop(sub, handlers)
+                    self._handlers = handlers.cancel_scope
+                    if self._aborted:
+                        handlers.cancel_scope.cancel()
+                    with self._fetching:
+                        async with anyio.create_task_group() as fetchers:
+                            for feed, sub in zip(self.feeds, subs, strict=True):
+                                fetchers.start_soon(self._fetch_loop, feed, sub, handlers)
+                    # Fetching was cancelled (a stop): in-flight work has until the deadline.
                     self.state = "draining"
                     self.log.info("actor draining", in_flight=self.in_flight)
-                    with anyio.move_on_after(self.drain_timeout):
-                        while self.in_flight:
-                            await anyio.sleep(0.05)
-                    if self.in_flight:
-                        self.log.warning("drain timeout: handing back in-flight work", in_flight=self.in_flight)
-                        handlers.cancel_scope.cancel()
+                    handlers.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
                 self.state = "stopped"
-                outer.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await sub.unsubscribe()
+                services.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                for sub in subs:
+                    with anyio.move_on_after(5):
+                        try:
+                            await sub.unsubscribe()
+                        except Exception:
+                            pass
                 await self._deregister()
                 with anyio.move_on_after(30):
                     await self.actor.teardown()
             self.log.info("actor stopped", **self.counters.as_dict())
 
-    async def _subscribe(self, stream: str, durable: str, subject: str) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await self.bus.js.pull_subscribe_bind(durable=durable, stream=stream)
-            except (nats.errors.Error, TimeoutError) as e:
-                attempt += 1
-                if attempt > 30 or self.stopping:
-                    raise BusError(f"cannot bind to consumer {durable} on {stream}: {e!r}") from e
-                await anyio.sleep(backoff_delay(attempt, 0.1, 2.0))
-
-    async def _read_consumer_settings(self, sub: Any) -> None:
-        """Use the consumer's real ack_wait / max_deliver (whoever provisioned it decided them)."""
-        try:
-            with anyio.fail_after(10):
-                ci = await sub.consumer_info()
-            if ci.config.ack_wait:
-                self.ack_wait = float(ci.config.ack_wait)
-            if ci.config.max_deliver and ci.config.max_deliver > 0:
-                self.max_deliver = int(ci.config.max_deliver)
-        except Exception as e:
-            self.log.warning("could not read consumer settings; using defaults", error=repr(e))
-
     # -- the fetch loop -------------------------------------------------------------------
 
-    async def _fetch_loop(self, sub: Any, handlers: anyio.abc.TaskGroup) -> None:
+    async def _fetch_loop(self, feed: Feed, sub: Any, handlers: anyio.abc.TaskGroup) -> None:
+        """Take free slots, fetch that many messages, start a handler for each; until cancelled."""
+        backoff = Backoff(0.1, 2.0)
         errors = 0
-        while not self.stopping:
-            # Wait for a free slot (re-checking stop every so often), then take every free one:
-            # we fetch only what we can start now, so queued work stays available to others.
-            got = False
-            with anyio.move_on_after(self.fetch_timeout):
-                await self._slots.acquire()
-                got = True
-            if not got:
-                continue
-            if self.stopping:
-                self._slots.release()
-                break
+        while True:
+            await self._slots.acquire()
             want = 1
             while want < self.concurrency:
                 try:
@@ -290,30 +312,33 @@ class ActorRunner:
                     want += 1
                 except anyio.WouldBlock:
                     break
+            msgs: list[Msg] = []
             try:
-                msgs = await sub.fetch(want, timeout=self.fetch_timeout)
+                # Shielded and bounded by fetch_timeout: a stop waits for the pull in flight rather
+                # than drop messages the server already handed us (they would wait out ack_wait).
+                with anyio.CancelScope(shield=True):
+                    msgs = await sub.fetch(want, timeout=self.fetch_timeout)
+                backoff.reset()
                 errors = 0
-            except nats.errors.TimeoutError:
-                msgs = []
+            except TimeoutError:
+                pass  # nothing to do right now: an idle pull is normal
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                for _ in range(want):
-                    self._slots.release()
                 raise
             except (nats.errors.Error, OSError) as e:
-                msgs = []
                 errors += 1
                 if errors in (1, 10) or errors % 100 == 0:
-                    self.log.warning("fetch failed, retrying", error=repr(e), attempts=errors)
-                await anyio.sleep(backoff_delay(errors, 0.1, 2.0))
-            for _ in range(want - len(msgs)):
-                self._slots.release()
+                    self.log.warning("fetch failed, retrying", input=feed.subject, error=repr(e), attempts=errors)
+                await backoff.sleep()
+            finally:
+                for _ in range(want - len(msgs)):
+                    self._slots.release()
             for m in msgs:
                 self.in_flight += 1
-                handlers.start_soon(self._process, m)
+                handlers.start_soon(self._process, feed, m)
 
     # -- one message ----------------------------------------------------------------------
 
-    async def _process(self, msg: Msg) -> None:
+    async def _process(self, feed: Feed, msg: Msg) -> None:
         settled = False
         try:
             try:
@@ -323,9 +348,9 @@ class ActorRunner:
             if deliveries > 1:
                 self.counters.redelivered += 1
             try:
-                obj = decode(msg.data, self.actor_cls.input_type)
+                obj = decode(msg.data, feed.message)
             except DecodeError as e:
-                await self._reject(msg, f"undecodable: {e.reason}", deliveries)
+                await self._reject(feed, msg, f"undecodable: {e.reason}", deliveries)
                 settled = True
                 return
             bind(**self.actor.ids(obj))
@@ -333,7 +358,7 @@ class ActorRunner:
             try:
                 # Kept "in progress" until the outputs are stored too: a publish that retries
                 # through an outage may outlast the ack wait, and the job must not be redelivered.
-                self._working[id(msg)] = (msg, time.monotonic())
+                self._working[id(msg)] = (msg, time.monotonic(), max(0.5, feed.ack_wait / 3))
                 try:
                     out = await self.actor.handle(obj)
                     outs = [] if out is None else [out] if isinstance(out, Message) else list(out)
@@ -343,21 +368,19 @@ class ActorRunner:
                     self._working.pop(id(msg), None)
             except PermanentError as e:
                 self.log.warning("permanent failure, dead-lettering", error=str(e))
-                await self._reject(msg, f"permanent: {e}", deliveries)
+                await self._reject(feed, msg, f"permanent: {e}", deliveries)
                 settled = True
                 return
             except PayloadTooLarge as e:
                 self.log.error("output too large, dead-lettering input", error=str(e))
-                await self._reject(msg, f"output too large: {e}", deliveries)
+                await self._reject(feed, msg, f"output too large: {e}", deliveries)
                 settled = True
                 return
             except Exception as e:
-                if isinstance(e, anyio.get_cancelled_exc_class()):
-                    raise
                 self.counters.failed += 1
-                if deliveries >= self.max_deliver:
+                if deliveries >= feed.max_deliver:
                     self.log.error("failed on last delivery, dead-lettering", error=repr(e), deliveries=deliveries)
-                    await self._reject(msg, f"failed {deliveries} times, last: {e!r}", deliveries)
+                    await self._reject(feed, msg, f"failed {deliveries} times, last: {e!r}", deliveries)
                 else:
                     # Draining: hand it back at once for another worker; otherwise back off.
                     delay = 0.0 if self.stopping else backoff_delay(deliveries, 1.0, 30.0)
@@ -373,7 +396,7 @@ class ActorRunner:
             self.counters.done_times.append(time.monotonic())
         finally:
             if not settled:
-                # Cancelled (drain timeout, hard stop): hand the message back at once.
+                # Cancelled (drain deadline, abort): hand the message back at once.
                 with anyio.CancelScope(shield=True):
                     self.counters.handed_back += 1
                     await self._settle(msg, "nak", 0)
@@ -405,19 +428,18 @@ class ActorRunner:
         One loop for all in-flight messages (not a task per message: most jobs take
         milliseconds, and the bus's cost per job is what the benchmark watches).
         """
-        period = max(0.5, self.ack_wait / 3)
         while True:
-            await anyio.sleep(period / 2)
+            await anyio.sleep(0.25)
             now = time.monotonic()
-            for msg, started in list(self._working.values()):
-                if now - started >= period:
+            for msg, started, period in list(self._working.values()):
+                if now - started >= period and int(now / period) != int((now - 0.25) / period):
                     try:
                         with anyio.move_on_after(5):
                             await msg.in_progress()
                     except Exception:
                         pass
 
-    async def _reject(self, msg: Msg, reason: str, deliveries: int) -> None:
+    async def _reject(self, feed: Feed, msg: Msg, reason: str, deliveries: int) -> None:
         """Give up on a message for good: copy it to the dead letter, then terminate it."""
         await self._dead_letter(msg, reason, deliveries)
         await self._settle(msg, "term")
@@ -469,7 +491,7 @@ class ActorRunner:
         )
 
     def _load_avg(self) -> float:
-        return getattr(self, "_load_ema", self._sample_load())
+        return self._load_ema
 
     @property
     def registry_key(self) -> str:

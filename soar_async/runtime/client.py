@@ -16,13 +16,12 @@ import anyio
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from soar_async.arc import Task
-from soar_async.bus.conn import Bus, BusConfig
+from soar_async.bus.conn import Bus
 from soar_async.bus.topology import (
     EVALUATED_ALL,
     KV_TASKS,
     dead_letter_subject,
-    evaluated_subject,
-    provision,
+    evaluated_filter,
     subject_token,
 )
 from soar_async.logs import get_logger
@@ -34,8 +33,19 @@ from soar_async.runtime.registry import live_workers
 EXECUTOR_ROLE = "executor"
 
 
-def exec_request(task: Task, code: str, *, parent_id: str | None = None, generation: int = 0) -> ExecRequest:
-    """One program on all of `task`'s inputs; same code on the same task = same program id."""
+def exec_request(
+    task: Task,
+    code: str,
+    *,
+    parent_id: str | None = None,
+    generation: int = 0,
+    origin: str = "sample",
+    model_version: str = "",
+) -> ExecRequest:
+    """One program on all of `task`'s inputs; same code on the same task = same program id.
+
+    The program's provenance travels with the request and comes back in its `Evaluated`.
+    """
     return ExecRequest(
         program_id=program_id(task.id, code, task.digest),
         task_id=task.id,
@@ -44,6 +54,9 @@ def exec_request(task: Task, code: str, *, parent_id: str | None = None, generat
         train_outputs=[p.output for p in task.train],
         parent_id=parent_id,
         generation=generation,
+        origin=origin,
+        model_version=model_version,
+        task_digest=task.digest,
     )
 
 
@@ -64,7 +77,7 @@ class Collected:
 
 
 async def submit_and_collect(
-    bc: BusConfig,
+    bus: Bus,
     reqs: Sequence[ExecRequest],
     *,
     timeout: float | None,
@@ -76,62 +89,66 @@ async def submit_and_collect(
     evaluated: it is reported in `dead_lettered` instead of being waited for.
     """
     log = get_logger(actor="client")
-    bus = await Bus.connect(bc, name="soar-client")
     out = Collected()
-    try:
-        await provision(bus, queues=["exec"])
-        if timeout is None:
-            await _publish_all(bus, reqs, log)
-            return out
-        events = await bus.js.subscribe(
-            EVALUATED_ALL,
-            ordered_consumer=True,
-            config=ConsumerConfig(
-                filter_subjects=sorted({evaluated_subject(r.task_id) for r in reqs}),
-                deliver_policy=DeliverPolicy.ALL,
-            ),
-        )
-        dlq_subject = dead_letter_subject(EXECUTOR_ROLE)
-        dead = await bus.js.subscribe(
-            dlq_subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        )
+    if timeout is None:
         await _publish_all(bus, reqs, log)
-        want = {r.program_id for r in reqs}
-        by_msg_id = {r.dedup_id(): r.program_id for r in reqs}
+        return out
+    filters = sorted({evaluated_filter(r.task_id) for r in reqs})
+    events = await bus.js.subscribe(
+        EVALUATED_ALL,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+    )
+    dead = await bus.js.subscribe(
+        dead_letter_subject(EXECUTOR_ROLE),
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    want = {r.program_id for r in reqs}
+    by_msg_id = {r.dedup_id(): r.program_id for r in reqs}
+    everything = anyio.Event()
 
-        async def follow_dead_letters() -> None:
-            while True:
-                try:
-                    m = await dead.next_msg(timeout=1.0)
-                except TimeoutError:
-                    continue
-                pid = by_msg_id.get((m.headers or {}).get(MSG_ID_HEADER, ""))
-                if pid is not None and pid not in out.results:
-                    out.dead_lettered[pid] = (m.headers or {}).get("Soar-Reason", "dead-lettered")
+    def settle() -> None:
+        if not want - out.results.keys() - out.dead_lettered.keys():
+            everything.set()
 
+    async def follow_results() -> None:
+        async for m in events.messages:
+            try:
+                ev = Evaluated.decode(m.data)
+            except DecodeError as e:
+                log.warning("undecodable evaluated event skipped", reason=e.reason)
+                continue
+            if ev.program_id in want and ev.program_id not in out.results:
+                out.results[ev.program_id] = ev
+                out.dead_lettered.pop(ev.program_id, None)
+                on_result(ev)
+                settle()
+
+    async def follow_dead_letters() -> None:
+        async for m in dead.messages:
+            pid = by_msg_id.get((m.headers or {}).get(MSG_ID_HEADER, ""))
+            if pid is not None and pid not in out.results:
+                out.dead_lettered[pid] = (m.headers or {}).get("Soar-Reason", "dead-lettered")
+                settle()
+
+    try:
+        await _publish_all(bus, reqs, log)
+        settle()
         async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_results)
             tg.start_soon(follow_dead_letters)
             with anyio.move_on_after(timeout):
-                while want - out.results.keys() - out.dead_lettered.keys():
-                    try:
-                        m = await events.next_msg(timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    try:
-                        ev = Evaluated.decode(m.data)
-                    except DecodeError as e:
-                        log.warning("undecodable evaluated event skipped", reason=e.reason)
-                        continue
-                    if ev.program_id in want and ev.program_id not in out.results:
-                        out.results[ev.program_id] = ev
-                        out.dead_lettered.pop(ev.program_id, None)
-                        on_result(ev)
+                await everything.wait()
             tg.cancel_scope.cancel()
-        await events.unsubscribe()
-        await dead.unsubscribe()
     finally:
-        with anyio.CancelScope(shield=True):
-            await bus.close()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await events.unsubscribe()
+            await dead.unsubscribe()
     return out
 
 
@@ -142,17 +159,12 @@ async def _publish_all(bus: Bus, reqs: Sequence[ExecRequest], log: Any) -> None:
         await bus.js_publish(r.subject(), r.encode(), msg_id=r.dedup_id())
 
 
-async def publish_task_status(bc: BusConfig, statuses: Iterable[TaskStatus]) -> None:
+async def publish_task_status(bus: Bus, statuses: Iterable[TaskStatus]) -> None:
     """Record where tasks stand: latest value in the `soar_tasks` bucket (what `soar status`
-    shows) and an event on `soar.evt.task.status` (what other actors follow)."""
-    bus = await Bus.connect(bc, name="soar-client")
-    try:
-        kv = await bus.js.key_value(KV_TASKS)
-        for st in statuses:
-            payload = st.encode()
-            with anyio.fail_after(bc.request_timeout):
-                await kv.put(subject_token(st.task_id), payload)  # KV keys allow fewer characters than ids
-            await bus.js_publish(st.subject(), payload)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await bus.close()
+    shows) and an event on `soar.evt.task.status.<task>` (what other actors follow)."""
+    kv = await bus.js.key_value(KV_TASKS)
+    for st in statuses:
+        payload = st.encode()
+        with anyio.fail_after(bus.cfg.request_timeout):
+            await kv.put(subject_token(st.task_id), payload)  # KV keys allow fewer characters than ids
+        await bus.js_publish(st.subject(), payload)

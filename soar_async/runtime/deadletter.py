@@ -11,15 +11,18 @@ from the queue.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import nats.errors
 import nats.js.errors
 
 from soar_async.bus.conn import Bus, PayloadTooLarge
-from soar_async.bus.topology import QueueSpec, dead_letter_subject
+from soar_async.bus.topology import dead_letter_subject
 from soar_async.logs import get_logger
+
+if TYPE_CHECKING:
+    from soar_async.runtime.inputs import Feed
 
 
 def advisory_subject(stream: str, durable: str) -> str:
@@ -58,7 +61,8 @@ async def publish_dead_letter(
     }
     if msg_id:
         headers[MSG_ID_HEADER] = msg_id
-    dedup = f"dlq:{source_subject}:{seq}" if seq else None
+    # Per role: an event dead-lettered by two roles (the archive and a proposer) is two letters.
+    dedup = f"dlq:{role}:{source_subject}:{seq}" if seq else None
     subject = dead_letter_subject(role)
     try:
         await bus.js_publish(subject, data, msg_id=dedup, headers=headers, retry_for=30)
@@ -67,42 +71,47 @@ async def publish_dead_letter(
         await bus.js_publish(subject, data[:1024], msg_id=dedup, headers=headers, retry_for=30)
 
 
-async def dead_letter_by_seq(bus: Bus, q: QueueSpec, role: str, seq: int, reason: str, deliveries: int) -> bool:
-    """Copy stream message `seq` to the dead letter subject and remove it from the queue.
+async def dead_letter_by_seq(bus: Bus, feed: Feed, role: str, seq: int, reason: str, deliveries: int) -> bool:
+    """Copy stream message `seq` to the dead letter subject; remove it from a work queue.
 
     Returns False if the message is already gone (another worker did it, or it was acked).
     """
     try:
         with anyio.fail_after(10):
-            raw = await bus.js.get_msg(q.stream, seq)
+            raw = await bus.js.get_msg(feed.stream, seq)
     except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, TimeoutError):
         return False
     await publish_dead_letter(
         bus,
         role,
         bytes(raw.data or b""),
-        source_subject=raw.subject or q.subject,
+        source_subject=raw.subject or feed.subject,
         seq=str(seq),
         reason=reason,
         deliveries=deliveries,
         msg_id=(raw.headers or {}).get("Nats-Msg-Id"),
     )
-    try:
-        with anyio.fail_after(10):
-            await bus.js.delete_msg(q.stream, seq)
-    except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, TimeoutError):
-        pass
+    if feed.remove_dead:
+        try:
+            with anyio.fail_after(10):
+                await bus.js.delete_msg(feed.stream, seq)
+        except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, TimeoutError):
+            pass
     return True
 
 
 async def watch_max_deliveries(
     bus: Bus,
-    q: QueueSpec,
+    feed: Feed,
     role: str,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until cancelled: dead-letter every message the server gives up on for this queue."""
+    """Run until cancelled: dead-letter every message the server gives up on for this consumer.
+
+    For an events consumer this copies the event (others still read it) and the server
+    stops offering it to this consumer; a work-queue job is also removed from its queue.
+    """
     log = get_logger(actor=role)
     send, receive = anyio.create_memory_object_stream[bytes](1000)
 
@@ -112,7 +121,7 @@ async def watch_max_deliveries(
         except anyio.WouldBlock:
             pass
 
-    sub = await bus.nc.subscribe(advisory_subject(q.stream, q.durable), cb=on_advisory)
+    sub = await bus.nc.subscribe(advisory_subject(feed.stream, feed.consumer), cb=on_advisory)
     task_status.started()
     try:
         async with receive:
@@ -128,8 +137,8 @@ async def watch_max_deliveries(
                     "stopped answering"
                 )
                 try:
-                    if await dead_letter_by_seq(bus, q, role, seq, reason, deliveries):
-                        log.error("dead letter", reason=reason, stream_seq=seq, subject=q.subject)
+                    if await dead_letter_by_seq(bus, feed, role, seq, reason, deliveries):
+                        log.error("dead letter", reason=reason, stream_seq=seq, subject=feed.subject)
                 except Exception as e:
                     log.warning("could not dead-letter an abandoned message", stream_seq=seq, error=repr(e))
     finally:

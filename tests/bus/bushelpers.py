@@ -184,18 +184,24 @@ def requests(n: int, code: str = "ok", task_id: str = "t1", prefix: str = "p") -
 
 
 async def run_actor(url: str, actor_cls: type, body: Callable[..., Any], concurrency: int = 2, **kw: Any) -> Any:
-    """Run one actor in-process on a provisioned bus while `body(bus, runner)` drives it."""
-    from soar_async.runtime.actor import ActorRunner
+    """Bring one actor up on the server at `url` (the same `bring_up` as `soar up`, with the
+    test topology) while `body(bus, runner)` drives it; returns the runner once it has drained."""
+    import tempfile
 
-    bus = await provisioned(url)
-    runner = ActorRunner(actor_cls, bus, concurrency=concurrency, topology=topology(), heartbeat_interval=0.5, **kw)
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(runner.run)
-            try:
-                await body(bus, runner)
-            finally:
-                runner.request_stop()
-    finally:
-        await bus.close()
-    return runner
+    from soar_async.config import Config
+    from soar_async.runtime.system import ActorSpec, bring_up
+
+    role = f"{actor_cls.__module__}:{actor_cls.__qualname__}"
+    with tempfile.TemporaryDirectory(prefix="soar-test-run-") as run_dir:
+        async with bring_up(
+            Config(),
+            run_dir=Path(run_dir),
+            bus=BusConfig.from_url(url),
+            actors=[ActorSpec(role, concurrency)],
+            owner=True,
+            topology=topology(),
+            heartbeat_interval=0.5,
+            **kw,
+        ) as system:
+            await body(system.bus, system.runners[0])
+    return system.runners[0]

@@ -69,7 +69,7 @@ def nats_children(p: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return [c for c in psutil.Process(p.pid).children(recursive=True) if "nats-server" in c.name()]
 
 
-def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path, shared: Path) -> None:
+def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
     run = tmp_path / "run"
     up = start_up(run)
     follower: subprocess.Popen[str] | None = None
@@ -77,7 +77,7 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path, shared: Path) 
         [srv] = nats_children(up)
         prog = tmp_path / "rot180.py"
         prog.write_text(PROG)
-        sel = f"{shared / 'arc-agi-1' / 'arc-agi_training_challenges.json'}#3c9b0459"
+        sel = "arc-agi-1:training#3c9b0459"
 
         follower = subprocess.Popen(
             [sys.executable, "-m", "soar_async.cli", "logs", "-f", "--run-dir", str(run), "--json", "-n", "0"],
@@ -86,7 +86,9 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path, shared: Path) 
             text=True,
             cwd=ROOT,
         )
-        time.sleep(2)
+        assert follower.stderr is not None
+        # Wait for the follower to say it is subscribed: events from now on reach it.
+        assert "following" in follower.stderr.readline()
 
         st = json.loads(soar("status", "--json", "--run-dir", str(run)).stdout)  # URL found via the run dir
         assert [w["role"] for w in st["workers"]] == ["executor"]

@@ -9,7 +9,7 @@ from bushelpers import dead_letters, evaluated, run_actor, submit, wait_for
 
 from actors.executor import Executor
 from soar_async.arc import load_tasks
-from soar_async.bus.conn import BusConfig, PayloadTooLarge
+from soar_async.bus.conn import PayloadTooLarge
 from soar_async.bus.server import NatsServer
 from soar_async.bus.topology import OBJ_BLOBS, WORK_EXEC
 from soar_async.messages import ExecRequest
@@ -52,8 +52,8 @@ def test_programs_evaluated_with_fitness_and_errors(nats_server: NatsServer) -> 
     anyio.run(_with_executor, nats_server.url, body)
 
 
-def test_real_arc_task_and_inputs_by_reference(nats_server: NatsServer, shared) -> None:  # type: ignore[no-untyped-def]
-    task = load_tasks(str(shared / "arc-agi-1" / "arc-agi_training_challenges.json") + "#3c9b0459")[0]
+def test_real_arc_task_and_inputs_by_reference(nats_server: NatsServer) -> None:
+    task = load_tasks("arc-agi-1:training#3c9b0459")[0]
     rot180 = "def transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n"
 
     async def body(bus, runner):  # type: ignore[no-untyped-def]
@@ -113,7 +113,7 @@ def test_collector_reports_dead_lettered_requests_instead_of_waiting(nats_server
     hopeless = ExecRequest(program_id="hopeless", task_id="toy", code=FLIP, inputs_ref="inputs/none")
 
     async def body(bus, runner):  # type: ignore[no-untyped-def]
-        got = await submit_and_collect(BusConfig.from_url(nats_server.url), [good, hopeless], timeout=600)
+        got = await submit_and_collect(bus, [good, hopeless], timeout=600)
         assert set(got.results) == {"good"} and got.results["good"].fitness == 1.0
         assert set(got.dead_lettered) == {"hopeless"} and "inputs/none" in got.dead_lettered["hopeless"]
 

@@ -109,26 +109,24 @@ def test_drain_hands_back_unfinished_work(nats_server: NatsServer) -> None:
 
 
 def test_heartbeat_registry(nats_server: NatsServer) -> None:
-    from soar_async.runtime.cli import gather_status
+    from soar_async.runtime.status import gather_status
 
     async def body(bus, runner):  # type: ignore[no-untyped-def]
-        from soar_async.bus.conn import BusConfig
+        async def status_with_worker():  # type: ignore[no-untyped-def]
+            st = await gather_status(bus)
+            return st if st["workers"] else None
 
-        st = await wait_for(lambda: _status_with_worker(BusConfig.from_url(nats_server.url)), 20, "heartbeat")
+        st = await wait_for(status_with_worker, 20, "heartbeat")
         w = st["workers"][0]
         assert w["role"] == "echo" and w["worker_id"] == runner.worker_id and w["concurrency"] == 2
         assert {q["queue"] for q in st["queues"]} >= {"exec"}
 
-    async def _status_with_worker(bc):  # type: ignore[no-untyped-def]
-        st = await gather_status(bc)
-        return st if st["workers"] else None
-
     anyio.run(_run_echo, nats_server.url, body)
 
     async def after() -> None:
-        from soar_async.bus.conn import BusConfig
-
-        st = await gather_status(BusConfig.from_url(nats_server.url))
+        bus = await connect(nats_server.url)
+        st = await gather_status(bus)
+        await bus.close()
         assert st["workers"] == []  # deregistered on stop
 
     anyio.run(after)

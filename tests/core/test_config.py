@@ -1,12 +1,14 @@
-"""Configuration layering and the errors for unknown keys and wrong types."""
+"""Configuration layering, immutability, and the errors for unknown keys, wrong types and ranges."""
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from soar_async.config import Config, ConfigError, load
+from soar_async.config import BusSettings, Config, ConfigError, SearchConfig, apply, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +35,7 @@ def test_layers_file_env_cli(tmp_path: Path) -> None:
     c = load(f, overrides=["search.seed=7"], environ=env)
     assert c.search.temperature == 0.7
     assert c.search.min_p == 0.3
-    assert c.bus.nats_urls == ["nats://a:1", "nats://b:2"]
+    assert c.bus.nats_urls == ("nats://a:1", "nats://b:2")
     assert c.search.seed == 7
     assert load(f, overrides=["search.min_p=0.4"], environ=env).search.min_p == 0.4
 
@@ -88,11 +90,11 @@ def test_string_keys_take_cli_and_env_text_as_is() -> None:
 
 
 def test_list_keys_take_toml_arrays_or_commas() -> None:
-    urls = ["nats://a:1", "nats://b:2"]
+    urls = ("nats://a:1", "nats://b:2")
     assert load(overrides=["bus.nats_urls=['nats://a:1', 'nats://b:2']"], environ={}).bus.nats_urls == urls
     assert load(environ={"SOAR_BUS__NATS_URLS": "nats://a:1,nats://b:2"}).bus.nats_urls == urls
     assert load(overrides=["bus.nats_urls='nats://a:1', \"nats://b:2\""], environ={}).bus.nats_urls == urls
-    assert load(overrides=["bus.nats_urls="], environ={}).bus.nats_urls == []
+    assert load(overrides=["bus.nats_urls="], environ={}).bus.nats_urls == ()
     with pytest.raises(ConfigError, match=r"--set: bus.nats_urls must be a list"):
         load(overrides=["bus.nats_urls=['a'"], environ={})
     with pytest.raises(ConfigError, match=r"environment: bus.nats_urls must be str, got int"):
@@ -114,3 +116,120 @@ def test_ack_wait_default_agrees_with_the_runtime() -> None:
     from soar_async.bus.topology import QueueSpec
 
     assert Config().bus.ack_wait_s == QueueSpec("s", "w", "d").ack_wait == 30.0
+
+
+def test_default_toml_lists_every_key_with_its_default() -> None:
+    """Not only equal after loading (a missing key would load as its default): the file spells out
+    every section and key, in the code's order."""
+    data = tomllib.loads((ROOT / "config" / "default.toml").read_text())
+    assert data == Config().to_dict()
+    assert [list(v) for v in data.values()] == [list(v) for v in Config().to_dict().values()]
+
+
+def test_config_is_frozen_and_hashable() -> None:
+    c = load(overrides=["bus.nats_urls=nats://a:1,nats://b:2"], environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.search.min_p = 0.5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.bus = BusSettings()  # type: ignore[misc]
+    # slots: no new attributes either (Python 3.11's frozen+slots raises TypeError here, 3.12 AttributeError)
+    with pytest.raises((AttributeError, TypeError)):
+        c.search.typo = 1  # type: ignore[attr-defined]
+    assert isinstance(c.bus.nats_urls, tuple)
+    assert hash(c) == hash(load(overrides=["bus.nats_urls=['nats://a:1', 'nats://b:2']"], environ={}))
+    assert len({Config(), Config(), c}) == 2
+
+
+def test_apply_returns_a_new_config_and_leaves_the_old_one() -> None:
+    base = Config()
+    new = apply(base, {"search": {"min_p": 0.2}, "bus": {"nats_urls": ["nats://x:1"]}}, "test")
+    assert (new.search.min_p, new.bus.nats_urls) == (0.2, ("nats://x:1",))
+    assert base == Config() and base.search.min_p == 0.05 and base.bus.nats_urls == ()
+    assert new.vote is base.vote  # untouched sections are shared, not copied
+    assert apply(base, {}, "test") == base
+
+
+def test_constructors_check_types_and_coerce_losslessly() -> None:
+    assert SearchConfig(temperature=1).temperature == 1.0 and isinstance(SearchConfig(temperature=1).temperature, float)
+    assert BusSettings(nats_urls=["nats://a:1"]).nats_urls == ("nats://a:1",)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^search.min_p must be float, got str 'x'$"):
+        SearchConfig(min_p="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^search.min_p must be between 0 and 1, got 2.0$"):
+        SearchConfig(min_p=2.0)
+    with pytest.raises(ConfigError, match=r"^search must be SearchConfig, got dict"):
+        Config(search={})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("search.samples_per_task=-1", "search.samples_per_task must be at least 0, got -1"),
+        ("search.completions_per_refine_request=0", "search.completions_per_refine_request must be at least 1, got 0"),
+        ("search.temperature=-0.5", "search.temperature must be at least 0, got -0.5"),
+        ("search.min_p=1.5", "search.min_p must be between 0 and 1, got 1.5"),
+        ("search.min_p=-0.1", "search.min_p must be between 0 and 1, got -0.1"),
+        ("search.min_p=nan", "search.min_p must be between 0 and 1, got nan"),
+        ("search.rex_islands=0", "search.rex_islands must be at least 1, got 0"),
+        ("vote.attempts=0", "vote.attempts must be at least 1, got 0"),
+        ("vote.c=-1", "vote.c must be at least 0, got -1.0"),
+        ("train.learning_rate=0", "train.learning_rate must be above 0, got 0.0"),
+        ("train.warmup_ratio=2", "train.warmup_ratio must be between 0 and 1, got 2.0"),
+        ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+        ("model.max_concurrent_requests=0", "model.max_concurrent_requests must be at least 1, got 0"),
+        ("sandbox.workers=-1", "sandbox.workers must be at least 0, got -1"),
+        ("sandbox.memory_mb=32", r"sandbox.memory_mb must be 0 \(the default\) or at least 64, got 32"),
+        ("sandbox.wall_s=-1", "sandbox.wall_s must be at least 0, got -1.0"),
+        ("bus.ack_wait_s=0", "bus.ack_wait_s must be above 0, got 0.0"),
+        ("bus.max_deliver=0", "bus.max_deliver must be at least 1, got 0"),
+        ("bus.replicas=0", "bus.replicas must be from 1 to 5, got 0"),
+        ("bus.replicas=6", "bus.replicas must be from 1 to 5, got 6"),
+        ("run.log_level=loud", "run.log_level must be one of debug, info, warning, error, got 'loud'"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_source(tmp_path: Path, setting: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match="^--set: " + needle + "$"):
+        load(overrides=[setting], environ={})
+    key, _, raw = setting.partition("=")
+    section, _, name = key.partition(".")
+    with pytest.raises(ConfigError, match="^environment: " + needle + "$"):
+        load(environ={f"SOAR_{section.upper()}__{name.upper()}": raw})
+    f = tmp_path / "bad.toml"
+    value = f"'{raw}'" if section == "run" else raw
+    f.write_text(f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError, match=f"^config file {f}: " + needle + "$"):
+        load(f, environ={})
+
+
+def test_in_range_edges_are_accepted() -> None:
+    c = load(
+        overrides=[
+            "search.min_p=0",
+            "search.temperature=0",
+            "sandbox.memory_mb=0",
+            "bus.replicas=5",
+            "vote.attempts=1",
+        ],
+        environ={"SOAR_RUN__LOG_LEVEL": "debug", "SOAR_SEARCH__SEED": "-3"},
+    )
+    assert (c.search.min_p, c.search.temperature, c.sandbox.memory_mb, c.bus.replicas) == (0.0, 0.0, 0, 5)
+    assert (c.vote.attempts, c.run.log_level, c.search.seed) == (1, "debug", -3)
+
+
+def test_tuples_round_trip_through_set_env_and_toml(tmp_path: Path) -> None:
+    urls = ("nats://a:1", "nats://b:2")
+    from_set = load(overrides=["bus.nats_urls=nats://a:1, nats://b:2"], environ={})
+    from_env = load(environ={"SOAR_BUS__NATS_URLS": "['nats://a:1', 'nats://b:2']"})
+    assert from_set.bus.nats_urls == from_env.bus.nats_urls == urls
+    assert from_set.to_dict()["bus"]["nats_urls"] == list(urls)
+    assert 'nats_urls = ["nats://a:1", "nats://b:2"]' in from_set.to_toml()
+    f = tmp_path / "out.toml"
+    f.write_text(from_set.to_toml())
+    again = load(f, environ={})
+    assert again == from_set and again.bus.nats_urls == urls
+
+
+def test_sandbox_memory_floor_agrees_with_the_sandbox() -> None:
+    from soar_async.config import SANDBOX_MIN_MEMORY_MB
+    from soar_async.sandbox.types import MIN_MEMORY_MB
+
+    assert SANDBOX_MIN_MEMORY_MB == MIN_MEMORY_MB

@@ -30,16 +30,13 @@ from soar_async.prompts import (
 )
 from soar_async.records import ProgramRecord, evaluate_native, run_native
 
-ARC1 = Path(__file__).resolve().parents[3] / "shared" / "arc-agi-1"
-"""The ARC Prize files in the shared/ folder beside the checkout (see conftest.py)."""
-
 
 @cache
 def tasks() -> list[Task]:
     return [
         t
         for split in ("training", "evaluation")
-        for t in load_tasks(str(ARC1 / f"arc-agi_{split}_challenges.json"))
+        for t in load_tasks(f"arc-agi-1:{split}")
     ]
 
 

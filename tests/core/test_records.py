@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
 import msgpack
 import pytest
 
 from soar_async.arc import Task, load_tasks
+from soar_async.messages import DecodeError, Evaluated
 from soar_async.records import ProgramRecord, evaluate_native, program_id, run_native
-
-ARC1 = Path(__file__).resolve().parents[3] / "shared" / "arc-agi-1"
-"""The ARC Prize files in the shared/ folder beside the checkout (see conftest.py)."""
+from soar_async.runtime.client import exec_request
 
 SOLUTIONS = {
     "3c9b0459": "import numpy as np\n\ndef transform(grid):\n    return np.rot90(np.array(grid), 2).tolist()\n",
@@ -28,7 +26,7 @@ SOLUTIONS = {
 
 @cache
 def tasks() -> dict[str, Task]:
-    return {t.id: t for t in load_tasks(str(ARC1 / "arc-agi_training_challenges.json"))}
+    return {t.id: t for t in load_tasks("arc-agi-1:training")}
 
 
 @pytest.mark.parametrize("task_id", sorted(SOLUTIONS))
@@ -38,7 +36,7 @@ def test_hand_written_solutions_are_correct(task_id: str) -> None:
     assert rec.train_accuracy == 1.0 and rec.all_train_correct
     assert rec.test_correct == [True] * len(t.test) and rec.test_accuracy == 1.0
     assert rec.fully_correct and not rec.raised_any and rec.all_outputs_valid
-    assert rec.id == program_id(task_id, SOLUTIONS[task_id], t.digest)
+    assert rec.id == program_id(task_id, SOLUTIONS[task_id], t.digest) and rec.task_digest == t.digest
 
 
 def test_same_task_id_other_grids_is_another_program() -> None:
@@ -120,4 +118,160 @@ def test_rescored_against_other_outputs() -> None:
         t.id, tuple(type(p)(p.input, o) for p, o in zip(t.train, rec.train_outputs, strict=True)), t.test
     )
     again = rec.rescored(relabelled)
-    assert again.all_train_correct and again.id == rec.id and again.test_correct == rec.test_correct
+    assert again.all_train_correct and again.test_correct == rec.test_correct
+    # other train outputs make another task: same code, another program id
+    assert again.task_digest == relabelled.digest != rec.task_digest
+    assert again.id == program_id(t.id, rec.code, relabelled.digest) != rec.id
+    hidden = Task(t.id, t.train, tuple(type(p)(p.input, None) for p in t.test))
+    assert rec.rescored(hidden).id == rec.id  # the digest leaves test outputs out
+
+
+# --------------------------------------------------------------------------- one program id
+
+
+def evaluated_for(t: Task, code: str, **kw: object) -> Evaluated:
+    """The Evaluated event an executor would publish for `code` on `t` (run natively here)."""
+    req = exec_request(t, code, **kw)  # type: ignore[arg-type]
+    outs, errs = run_native(code, t.inputs())
+    return Evaluated(
+        program_id=req.program_id,
+        task_id=req.task_id,
+        code=req.code,
+        outputs=outs,
+        errors=[None if e is None else "exception" for e in errs],
+        details=errs,
+        parent_id=req.parent_id,
+        origin=req.origin,
+        model_version=req.model_version,
+        generation=req.generation,
+        task_digest=req.task_digest,
+    )
+
+
+def every_id(t: Task, code: str) -> set[str]:
+    """The program id of `code` on `t` as each way of making a record (or request) gives it."""
+    native = evaluate_native(t, code)
+    direct = ProgramRecord(
+        task_id=t.id,
+        task_digest=t.digest,
+        code=code,
+        train_outputs=native.train_outputs,
+        test_outputs=native.test_outputs,
+        train_errors=native.train_errors,
+        test_errors=native.test_errors,
+        train_correct=native.train_correct,
+        test_correct=native.test_correct,
+    )
+    outs, errs = run_native(code, t.inputs())
+    ids = {
+        "program_id": program_id(t.id, code, t.digest),
+        "direct": direct.id,
+        "from_outputs": ProgramRecord.from_outputs(t, code, outs, errs).id,
+        "evaluate_native": native.id,
+        "from_dict": ProgramRecord.from_dict(msgpack.unpackb(msgpack.packb(native.to_dict()))).id,
+        "exec_request": exec_request(t, code).program_id,
+        "from_evaluated": ProgramRecord.from_evaluated(t, evaluated_for(t, code)).id,
+    }
+    assert len(set(ids.values())) == 1, ids
+    return set(ids.values())
+
+
+def test_one_program_id_for_every_way_of_making_a_record() -> None:
+    code = "def transform(grid):\n    return grid\n"
+    one = load_tasks("arc-agi-1:training#007bbfb7")[0]
+    two = load_tasks("arc-agi-2:training#007bbfb7")[0]
+    assert one.id == two.id and one.digest != two.digest
+    # same task id, other grids: another program, whichever way the id is made
+    assert every_id(one, code).isdisjoint(every_id(two, code))
+    assert every_id(one, code).isdisjoint(every_id(one, code + "\n"))
+
+
+def test_a_given_id_must_be_the_program_id() -> None:
+    t = tasks()["67a3c6ac"]
+    rec = evaluate_native(t, SOLUTIONS["67a3c6ac"])
+    d = rec.to_dict()
+    assert d["task_digest"] == t.digest
+    wrong = program_id(t.id, rec.code, "")  # the id without the digest
+    with pytest.raises(ValueError, match=f"{wrong}.*{rec.id}"):
+        ProgramRecord.from_dict({**d, "id": wrong})
+    with pytest.raises(ValueError, match="is not the program id"):
+        ProgramRecord.from_dict({**d, "task_digest": "other"})
+    with pytest.raises(TypeError, match="task_digest"):
+        ProgramRecord.from_dict({k: v for k, v in d.items() if k != "task_digest"})
+
+
+# --------------------------------------------------------------------------- from_evaluated
+
+
+def test_from_evaluated_builds_the_whole_record_from_the_event() -> None:
+    t = tasks()["3c9b0459"]  # 4 train pairs, 1 test input
+    code = SOLUTIONS["3c9b0459"]
+    pid = program_id(t.id, code, t.digest)
+    ok = [p.output for p in t.train] + [t.test[0].output]
+    ev = Evaluated(
+        program_id=pid,
+        task_id=t.id,
+        code=code,
+        outputs=[ok[0], None, [[1, 2], [3]], None, ok[4]],
+        errors=[None, "timeout", None, "exception", None],
+        details=[None, "", None, "ValueError: nope", None],
+        parent_id="parent-1",
+        origin="refine",
+        model_version="v7",
+        generation=3,
+        task_digest=t.digest,
+        duration_s=0.25,
+        worker_id="w1",
+    )
+    # through the wire and back, as a consumer gets it
+    ev = Evaluated.decode(ev.encode())
+    rec = ProgramRecord.from_evaluated(t, ev)
+    assert rec.id == ev.program_id == pid and rec.task_digest == t.digest and rec.code == code
+    assert rec.train_outputs == [ok[0], None, None, None] and rec.test_outputs == [ok[4]]
+    assert rec.train_errors[:2] == [None, "timeout"] and rec.train_errors[3] == "exception: ValueError: nope"
+    assert rec.train_errors[2] is not None and rec.train_errors[2].startswith("invalid output")  # ragged grid
+    assert rec.test_errors == [None]
+    assert rec.train_correct == [True, False, False, False] and rec.test_correct == [True]
+    assert (rec.parent_id, rec.origin, rec.model_version, rec.generation) == ("parent-1", "refine", "v7", 3)
+    assert rec.extra == {"duration_s": 0.25, "worker_id": "w1"}
+    assert ProgramRecord.from_dict(rec.to_dict()) == rec
+
+    # without details (an older executor), the kinds alone; without a digest, the id still checks it
+    bare = Evaluated(
+        program_id=pid, task_id=t.id, code=code, outputs=[None] * 5, errors=["timeout"] * 5
+    )
+    rec = ProgramRecord.from_evaluated(t, bare)
+    assert rec.train_errors == ["timeout"] * 4 and rec.origin == "sample" and rec.parent_id is None
+
+
+def test_from_evaluated_refuses_an_event_of_another_task() -> None:
+    one = load_tasks("arc-agi-1:training#007bbfb7")[0]
+    two = load_tasks("arc-agi-2:training#007bbfb7")[0]
+    code = "def transform(grid):\n    return grid\n"
+    ev = evaluated_for(one, code, origin="refine", parent_id="p", model_version="m", generation=1)
+    rec = ProgramRecord.from_evaluated(one, ev)
+    assert (rec.origin, rec.parent_id, rec.model_version, rec.generation) == ("refine", "p", "m", 1)
+    with pytest.raises(ValueError, match="digest"):
+        ProgramRecord.from_evaluated(two, ev)
+    ev.task_digest = ""  # an event that does not say: the program id still tells
+    with pytest.raises(ValueError, match="program id"):
+        ProgramRecord.from_evaluated(two, ev)
+    with pytest.raises(ValueError, match="not '3c9b0459'"):
+        ProgramRecord.from_evaluated(tasks()["3c9b0459"], ev)
+    ev.task_digest = one.digest
+    ev.code = code + "# edited\n"
+    with pytest.raises(ValueError, match="program id"):
+        ProgramRecord.from_evaluated(one, ev)
+
+
+def test_evaluated_schema_carries_the_program() -> None:
+    ev = Evaluated(program_id="p", task_id="t", code="c", outputs=[], errors=[])
+    d = ev.to_dict()
+    assert d["v"] == 2 and {"code", "origin", "model_version", "task_digest", "parent_id", "generation"} <= d.keys()
+    with pytest.raises(DecodeError, match="version 1"):
+        Evaluated.decode(msgpack.packb({**d, "v": 1}))
+    with pytest.raises(DecodeError, match="code"):
+        Evaluated.decode(msgpack.packb({k: v for k, v in d.items() if k != "code"}))
+    req = exec_request(tasks()["3c9b0459"], "c", origin="refine", model_version="m", parent_id="p", generation=2)
+    assert (req.origin, req.model_version, req.parent_id, req.generation) == ("refine", "m", "p", 2)
+    assert req.task_digest == tasks()["3c9b0459"].digest

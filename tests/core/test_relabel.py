@@ -31,8 +31,6 @@ from soar_async.relabel import (
     write_parquet,
 )
 
-ARC1 = Path(__file__).resolve().parents[3] / "shared" / "arc-agi-1"
-"""The ARC Prize files in the shared/ folder beside the checkout (see conftest.py)."""
 TASK = "3c9b0459"  # rotate 180 degrees; train inputs start with 2, 9, 8, 3; the test input with 6
 
 ROT = "[row[::-1] for row in grid[::-1]]"
@@ -60,7 +58,7 @@ def correct(tag: str) -> str:
 
 @cache
 def task() -> Task:
-    return load_tasks(str(ARC1 / f"arc-agi_training_challenges.json#{TASK}"))[0]
+    return load_tasks(f"arc-agi-1:training#{TASK}")[0]
 
 
 def hidden(t: Task) -> Task:
@@ -336,8 +334,8 @@ def test_reads_the_released_soar_columns_alone(tmp_path: Path) -> None:
     )
     pq.write_table(table, tmp_path / "released.parquet")
     (back,) = read_parquet(tmp_path / "released.parquet")
-    # released rows carry no id and no task grids: the id is derived from task id and code alone
-    assert back.id == program_id(t.id, rec.code)
+    # released rows carry no id and no task grids: unknown digest, id derived from that
+    assert back.task_digest == "" and back.id == program_id(t.id, rec.code, "")
     assert back.train_outputs == rec.train_outputs and back.train_accuracy == 0.75
     assert back.test_correct == rec.test_correct and back.train_errors == [None] * 4
 

@@ -18,12 +18,13 @@ import pytest
 
 from soar_async import baseline
 from soar_async.arc import load_tasks
-from soar_async.bus.conn import Bus
 from soar_async.bus.topology import KV_TASKS
+from soar_async.config import Config
 from soar_async.messages import TaskStatus
 from soar_async.records import evaluate_native
+from soar_async.runtime.system import bring_up
 from soar_async.scoring import read_submission, vote
-from soar_async.solve import embedded_system, requests_for, solve
+from soar_async.solve import requests_for, solve
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -70,13 +71,9 @@ def test_solve_pass_on_the_embedded_system(tmp_path: Path) -> None:
 
 
 async def read_task_statuses(run_dir: Path) -> dict[str, TaskStatus]:
-    async with embedded_system(run_dir, 1) as bc:
-        bus = await Bus.connect(bc)
-        try:
-            kv = await bus.js.key_value(KV_TASKS)
-            return {k: TaskStatus.decode((await kv.get(k)).value or b"") for k in await kv.keys()}
-        finally:
-            await bus.close()
+    async with bring_up(Config(), run_dir=run_dir) as system:  # the run's stored state, no actors
+        kv = await system.bus.js.key_value(KV_TASKS)
+        return {k: TaskStatus.decode((await kv.get(k)).value or b"") for k in await kv.keys()}
 
 
 @pytest.mark.slow

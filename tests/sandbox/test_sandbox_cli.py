@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,13 @@ def transform(grid):
 """
 
 
-def _task_selector(shared: Path) -> str:
-    return f"{shared / 'arc-agi-1' / 'arc-agi_evaluation_challenges.json'}#00576224"
+TASK = "arc-agi-1:evaluation#00576224"
 
 
-def test_run_json(sandbox_built: object, tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_json(sandbox_built: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prog = tmp_path / "p.py"
     prog.write_text(SOLVER)
-    assert main(["sandbox", "run", "--task", _task_selector(shared), "--file", str(prog), "--json"]) == 0
+    assert main(["sandbox", "run", "--task", TASK, "--file", str(prog), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"train", "test"}
     for entry in out["train"] + out["test"]:
@@ -35,26 +35,28 @@ def test_run_json(sandbox_built: object, tmp_path: Path, shared: Path, capsys: p
 
 
 def test_run_reports_errors_and_wrong_answers(
-    sandbox_built: object, tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]
+    sandbox_built: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prog = tmp_path / "p.py"
     prog.write_text(
         "def transform(g):\n    if len(g) == 2 and g[0][0] == 8:\n        raise ValueError('no')\n    return g\n"
     )
-    assert main(["sandbox", "run", "--task", _task_selector(shared), "--file", str(prog), "--json"]) == 0
+    assert main(["sandbox", "run", "--task", TASK, "--file", str(prog), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     kinds = [(e["error"], e["correct"]) for e in out["train"]]
     assert ("exception", False) in kinds and (None, False) in kinds
-    assert main(["sandbox", "run", "--task", _task_selector(shared), "--file", str(prog)]) == 0
+    assert main(["sandbox", "run", "--task", TASK, "--file", str(prog)]) == 0
     text = capsys.readouterr().out
     assert "exception: ValueError: no" in text and "wrong" in text
 
 
-def test_run_rejects_multi_task_selector(tmp_path: Path, shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = shared / "arc-agi-1"
+def test_run_rejects_multi_task_selector(
+    tmp_path: Path, prize_files: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    challenges = prize_files("arc-agi-1:evaluation", ["00576224", "009d5c81", "00dbd492"])
     prog = tmp_path / "p.py"
     prog.write_text(SOLVER)
-    rc = main(["sandbox", "run", "--task", f"{d / 'arc-agi_evaluation_challenges.json'}[:2]", "--file", str(prog)])
+    rc = main(["sandbox", "run", "--task", f"{challenges}[:2]", "--file", str(prog)])
     assert rc == 1
     assert "exactly one" in capsys.readouterr().err
 
