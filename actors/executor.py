@@ -49,7 +49,7 @@ class Executor(Actor[ExecRequest]):
             self.ctx.log.info("building the wasm sandbox (first run on this machine: about 2 minutes)")
         await anyio.to_thread.run_sync(ensure_built)
         sb = self.ctx.config.sandbox
-        limits = Limits(wall_s=sb.wall_s or None, memory_mb=sb.memory_mb or 512, stdout_bytes=sb.stdout_bytes)
+        limits = Limits.from_settings(sb)
         # Programs in flight (concurrency) exceed the sandbox processes (one per core by
         # default) so that fetching, publishing and acking overlap execution: with one job per
         # process, each process would idle for the bus round trips between its programs.

@@ -6,7 +6,9 @@ import argparse
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -22,7 +24,7 @@ from soar_async.commands._common import (
 from soar_async.config import Config
 from soar_async.logs import configure_logging
 from soar_async.runtime.discovery import parse_role
-from soar_async.runtime.system import ActorSpec, EmbeddedServer, bring_up
+from soar_async.runtime.system import ActorSpec, EmbeddedServer, System, bring_up
 
 
 def _topology(cfg: Config, args: argparse.Namespace) -> Topology:
@@ -70,33 +72,27 @@ def cmd_up(args: argparse.Namespace) -> int:
         config_file=Path(args.server_config) if args.server_config else None,
     )
 
-    async def main() -> int:
-        async with bring_up(
-            cfg,
-            run_dir=run_dir,
-            bus=bus,
-            actors=[ActorSpec(r, n) for r, n in roles],
-            embedded=embedded,
-            owner=True,
-            topology=_topology(cfg, args),
-            handle_signals=True,
-            drain_timeout=args.drain_timeout,
-            name="up",
-        ) as system:
-            if not args.quiet:
-                actors = ", ".join(f"{r}:{n or 'auto'}" for r, n in roles)
-                print(
-                    f"soar up: NATS at {system.url}  run dir {run_dir}  actors {actors}  (Ctrl-C to stop)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            await system.wait()
-        return 0
+    def banner(system: System) -> None:
+        if not args.quiet:
+            actors = ", ".join(f"{r}:{n or 'auto'}" for r, n in roles)
+            print(
+                f"soar up: NATS at {system.url}  run dir {run_dir}  actors {actors}  (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    try:
-        return anyio.run(main)
-    except BusError as e:
-        raise ValueError(str(e)) from None
+    return _serve_until_signalled(
+        cfg,
+        run_dir=run_dir,
+        bus=bus,
+        actors=[ActorSpec(r, n) for r, n in roles],
+        embedded=embedded,
+        owner=True,
+        topology=_topology(cfg, args),
+        drain_timeout=args.drain_timeout,
+        name="up",
+        on_ready=banner,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -119,19 +115,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
         level=args.log_level or cfg.run.log_level,
     )  # fmt: skip
 
+    return _serve_until_signalled(
+        cfg,
+        run_dir=run_dir,
+        bus=bc,
+        actors=[spec],
+        owner=False,
+        topology=_topology(cfg, args),
+        drain_timeout=args.drain_timeout,
+        heartbeat_interval=args.heartbeat,
+        name="worker",
+    )
+
+
+def _serve_until_signalled(cfg: Config, *, on_ready: Callable[[System], None] | None = None, **kw: Any) -> int:
+    """Bring the actors up and keep them until SIGINT/SIGTERM (drain) or a second one (hand back)."""
+
     async def main() -> int:
-        async with bring_up(
-            cfg,
-            run_dir=run_dir,
-            bus=bc,
-            actors=[spec],
-            owner=False,
-            topology=_topology(cfg, args),
-            handle_signals=True,
-            drain_timeout=args.drain_timeout,
-            heartbeat_interval=args.heartbeat,
-            name="worker",
-        ) as system:
+        async with bring_up(cfg, handle_signals=True, **kw) as system:
+            if on_ready is not None:
+                on_ready(system)
             await system.wait()
         return 0
 

@@ -46,53 +46,50 @@ async def stream_logs(
         cc = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
     sub = await bus.js.subscribe(subject, ordered_consumer=True, config=cc)
     history: list[dict[str, Any]] = []
-    live = last_seq == 0
-    if live and follow and on_following is not None:
-        on_following()
-    idle_since = anyio.current_time()
-    while True:
-        try:
-            m = await sub.next_msg(timeout=1.0)
-        except nats.errors.TimeoutError:
-            if not live:
-                live = True
-                for ev in history[-last:]:
-                    emit(ev)
-                shown += len(history[-last:])
-                history = []
-                if not follow:
-                    break
-                if on_following is not None:
-                    on_following()
-            if idle_exit is not None and anyio.current_time() - idle_since > idle_exit:
-                break
-            continue
+    live = False
+
+    def go_live() -> bool:
+        """Show the last `last` matching past events; then go on only when following."""
+        nonlocal live, shown, history
+        live = True
+        for past in history[-last:] if last else []:
+            emit(past)
+            shown += 1
+        history = []
+        if follow and on_following is not None:
+            on_following()
+        return follow
+
+    try:
+        if last_seq == 0 and not go_live():
+            return shown
         idle_since = anyio.current_time()
-        try:
-            ev = LogEvent.decode(m.data)
-        except DecodeError:
-            continue
-        seq = m.metadata.sequence.stream
-        if LEVELS.get(ev.level, 20) < min_level or (task and ev.task_id != task):
-            pass
-        else:
-            d = ev.to_dict()
-            d.pop("t", None)
-            d.pop("v", None)
-            if live:
-                emit(d)
-                shown += 1
-            else:
-                history.append(d)
-        if not live and seq >= last_seq:
-            live = True
-            for ev2 in history[-last:]:
-                emit(ev2)
-            shown += len(history[-last:])
-            history = []
-            if not follow:
+        while True:
+            try:
+                m = await sub.next_msg(timeout=1.0)
+            except nats.errors.TimeoutError:
+                if not live and not go_live():
+                    break
+                if idle_exit is not None and anyio.current_time() - idle_since > idle_exit:
+                    break
+                continue
+            idle_since = anyio.current_time()
+            try:
+                ev = LogEvent.decode(m.data)
+            except DecodeError:
+                continue
+            if LEVELS.get(ev.level, 20) >= min_level and not (task and ev.task_id != task):
+                d = ev.to_dict()
+                d.pop("t", None)
+                d.pop("v", None)
+                if live:
+                    emit(d)
+                    shown += 1
+                else:
+                    history.append(d)
+            if not live and m.metadata.sequence.stream >= last_seq and not go_live():
                 break
-            if on_following is not None:
-                on_following()
-    await sub.unsubscribe()
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await sub.unsubscribe()
     return shown

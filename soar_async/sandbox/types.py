@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soar_async.arc import Grid
+
+if TYPE_CHECKING:
+    from soar_async.config import SandboxConfig
 
 
 class ErrorKind(StrEnum):
@@ -70,6 +73,18 @@ class Limits:
             "stdout_bytes": self.stdout_bytes,
             "fuel": self.fuel,
         }
+
+    @classmethod
+    def from_settings(cls, sandbox: SandboxConfig) -> Limits:
+        """The `[sandbox]` section as limits; its zeros mean "this class's default"."""
+        kw: dict[str, Any] = {}
+        if sandbox.wall_s:
+            kw["wall_s"] = sandbox.wall_s
+        if sandbox.memory_mb:
+            kw["memory_mb"] = sandbox.memory_mb
+        if sandbox.stdout_bytes:
+            kw["stdout_bytes"] = sandbox.stdout_bytes
+        return cls(**kw)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Limits:

@@ -139,3 +139,13 @@ def test_old_snapshot_builds_are_pruned(tmp_path: Path, monkeypatch: pytest.Monk
     gone = build.prune_old_builds(keep=2)
     assert sorted(gone) == sorted(olds[:2])
     assert current.is_dir() and olds[2].is_dir() and not olds[0].exists() and not olds[1].exists()
+
+
+def test_limits_from_the_sandbox_config_section() -> None:
+    """The executor's limits come from the typed config; its zeros mean the sandbox's own defaults."""
+    from soar_async.config import SandboxConfig
+
+    assert Limits.from_settings(SandboxConfig()) == Limits()
+    got = Limits.from_settings(SandboxConfig(wall_s=3.0, memory_mb=256, stdout_bytes=100))
+    assert got == Limits(wall_s=3.0, memory_mb=256, stdout_bytes=100)
+    assert Limits.from_settings(SandboxConfig(memory_mb=0, stdout_bytes=0)) == Limits()
