@@ -108,11 +108,14 @@ class Executor(Actor[ExecRequest]):
         details = [r.detail for r in result.results]
         train_correct = [bool(c) for c in correctness(train_outputs or [], outputs[: len(train_outputs or [])])]
         fitness = sum(train_correct) / len(train_correct) if train_correct else 0.0
-        self.ctx.log.debug(
+        # One info event per program (task_id / program_id come bound by the runtime), so that
+        # `soar logs --task ID` lists a task's programs; logs.py keeps it off the console.
+        kinds = sorted({e for e in errors if e})
+        self.ctx.log.info(
             "evaluated",
-            fitness=round(fitness, 3),
-            duration_s=round(result.duration_s, 4),
-            errors=sum(e is not None for e in errors),
+            train=f"{sum(train_correct)}/{len(train_correct)}",
+            ms=round(result.duration_s * 1000, 1),
+            **({"errors": ",".join(kinds)} if kinds else {}),
         )
         return Evaluated(
             program_id=msg.program_id,

@@ -61,4 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package's own module, so `python -m soar_async.cli` catches the same
+    # CliError class the command modules raise (not a second copy living in __main__).
+    from soar_async.cli import main as package_main
+
+    sys.exit(package_main())

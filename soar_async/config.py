@@ -236,7 +236,9 @@ class BusSettings:
       tls_ca: CA certificate that verifies the server (enables TLS); "" for none.
       tls_cert: Client certificate for mutual TLS; "" for none.
       tls_key: The client certificate's private key.
-      connect_timeout_s: Seconds to wait for one server to accept a connection. Above 0.
+      connect_timeout_s: Seconds a first connection may take (per server URL) before the
+        command gives up with one error line: a dead address fails in about this long. Once
+        connected, clients reconnect forever. Above 0.
       request_timeout_s: Seconds to wait for the answer to a request (a JetStream API call,
         a status query). Above 0.
       ack_wait_s: Seconds a work-queue consumer of the execution queue waits for an ack
@@ -247,6 +249,11 @@ class BusSettings:
         least 1.
       replicas: JetStream replicas of every stream and bucket: 1 on one machine, 3 on a
         3-node cluster. From 1 to 5 (JetStream's maximum).
+      outage_timeout_s: Seconds a client that waits for results (`soar solve`, `exec submit
+        --wait`) goes on without a connection to any server before it gives up with an error
+        saying so; workers never give up (they reconnect forever). Above 0.
+      server_restart_timeout_s: Seconds the process that owns the embedded server keeps
+        trying to restart it after it died, before it exits with an error. Above 0.
     """
 
     SECTION: ClassVar[str] = "bus"
@@ -260,15 +267,19 @@ class BusSettings:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = 1.0
     request_timeout_s: float = 10.0
     ack_wait_s: float = 30.0
     max_deliver: int = 5
     replicas: int = 1
+    outage_timeout_s: float = 120.0
+    server_restart_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _positive(self, "connect_timeout_s", "request_timeout_s", "ack_wait_s")
+        _positive(
+            self, "connect_timeout_s", "request_timeout_s", "ack_wait_s", "outage_timeout_s", "server_restart_timeout_s"
+        )
         _at_least(self, 1, "max_deliver")
         _require(self, "replicas", 1 <= self.replicas <= 5, "from 1 to 5")
 

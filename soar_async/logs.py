@@ -30,6 +30,15 @@ FORWARD_MIN_LEVEL = 20
 
 _state: dict[str, Any] = {"configured": False, "file": None, "path": None}
 
+BULK_EVENTS = frozenset({"evaluated"})
+"""Events logged once per item of work (the executor's one per evaluated program: thousands a
+minute in a search). They go to the JSON file and the bus like any other event, which is where
+they are read (`soar logs --task ID`, jq on the files), but the console shows them only when it
+shows debug events: at info, one line per program would bury the few lines (workers joining,
+warnings, errors) that `soar up` / `soar worker` users watch. Filtering by event name here,
+rather than logging them at debug, keeps them in the files and on the bus at the default level.
+"""
+
 
 class LogForwarder:
     """Bounded queue of events waiting to be published on the bus by the actor host."""
@@ -88,6 +97,8 @@ class _Tee:
                 f.flush()
         if not self.console or LEVELS.get(method, logging.CRITICAL) < self.console_level:
             raise structlog.DropEvent
+        if self.console_level > LEVELS["debug"] and event_dict.get("event") in BULK_EVENTS:
+            raise structlog.DropEvent
         if self.json_console:
             return line
         return str(self.pretty(logger, method, dict(event_dict)))
@@ -108,6 +119,7 @@ def configure_logging(
 
     `console_level` shows only events at or above it on the console (the file still gets
     everything at `level`): a command with its own progress output keeps warnings visible.
+    Per-item events (`BULK_EVENTS`) reach the console only when it shows debug events.
 
     `process` names the file (`<process>-<pid>.jsonl`); `worker_id` is stamped on every event.
     Calling again reconfigures (tests run several configurations in one interpreter).

@@ -51,3 +51,41 @@ def evaluated_line(ev: Any) -> str:
         f"h={ev.fitness:.2f}  {ev.duration_s * 1000:.1f} ms  by {ev.worker_id}"
         + (f"  errors: {', '.join(errs)}" if errs else "")
     )
+
+
+class ProgressLine:
+    """A status line that keeps a user informed while a command waits.
+
+    On a terminal it rewrites one line in place at every update; into a file or pipe it
+    writes a line at most every `every` seconds (logs stay readable, yet a stalled run
+    still shows that it is alive and what it waits for).
+    """
+
+    def __init__(self, stream: Any, *, quiet: bool = False, every: float = 5.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.every = 0.0 if self.tty else every
+        self._last = -float("inf")
+        self._width = 0
+
+    def update(self, text: str) -> None:
+        if self.quiet or self._clock() - self._last < self.every:
+            return
+        self._last = self._clock()
+        if self.tty:
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End an in-place line so that what is printed next starts on a fresh one."""
+        if self.tty and self._width and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._width = 0

@@ -28,7 +28,7 @@ from soar_async.config import Config
 from soar_async.logs import get_logger
 from soar_async.messages import Evaluated, ExecRequest, TaskStatus
 from soar_async.records import ProgramRecord
-from soar_async.runtime.client import exec_request, publish_task_status, submit_and_collect
+from soar_async.runtime.client import Progress, exec_request, publish_task_status, submit_and_collect
 from soar_async.runtime.system import ActorSpec, bring_up
 from soar_async.sandbox import ensure_built
 from soar_async.scoring import make_submission, score_submission, vote, write_submission
@@ -53,6 +53,8 @@ class SolveReport:
     missing: list[str] = field(default_factory=list)
     dead_lettered: dict[str, str] = field(default_factory=dict)
     """program id -> reason for requests the executors gave up on (never evaluated)."""
+    already_stored: int = 0
+    """Programs answered by results stored before this pass (not run again)."""
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -85,6 +87,7 @@ async def solve(
     executors: int | None = None,
     timeout: float = 3600.0,
     on_result: Callable[[Evaluated], None] = lambda _e: None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> SolveReport:
     """Run every candidate of `source` on `tasks` through the bus and vote two attempts per test input.
 
@@ -103,7 +106,14 @@ async def solve(
     task_by_id = {t.id: t for t in tasks}
     by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
     async with bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system:
-        got = await submit_and_collect(system.bus, reqs, timeout=timeout, on_result=on_result)
+        got = await submit_and_collect(
+            system.bus,
+            reqs,
+            timeout=timeout,
+            on_result=on_result,
+            on_progress=on_progress,
+            outage_timeout=config.bus.outage_timeout_s,
+        )
         results = got.results
         for ev in results.values():
             by_task[ev.task_id].append(ProgramRecord.from_evaluated(task_by_id[ev.task_id], ev))
@@ -122,6 +132,7 @@ async def solve(
         seconds=round(time.perf_counter() - t0, 3),
         submission_path=str(sub_path),
         dead_lettered=got.dead_lettered,
+        already_stored=got.already_stored,
     )
     if all(t.has_solutions for t in tasks):
         scored = score_submission(submission, tasks)

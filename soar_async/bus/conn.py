@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ class BusConfig:
     tls_key: str | None = None
     tls_hostname: str | None = None
     name: str = "soar"
-    connect_timeout: float = 5.0
+    connect_timeout: float = 1.0
     request_timeout: float = DEFAULT_TIMEOUT
     reconnect_base: float = 0.1
     reconnect_max: float = 5.0
@@ -133,12 +134,49 @@ def _reconnect_handler(cfg: BusConfig) -> Callable[[list[Server], dict[str, Any]
     return handler
 
 
+class Online:
+    """Connected or not, as an event to wait on (set and cleared by the client's callbacks).
+
+    Also remembers since when the connection is down, for callers that give up after a while.
+    """
+
+    def __init__(self, connected: bool = False) -> None:
+        self._event = anyio.Event()
+        self.down_since: float | None = None if connected else time.monotonic()
+        if connected:
+            self._event.set()
+
+    def set(self) -> None:
+        self.down_since = None
+        if not self._event.is_set():
+            self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+            self.down_since = time.monotonic()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def down_for(self) -> float:
+        """Seconds since the connection was lost (0 while connected)."""
+        return 0.0 if self.down_since is None else time.monotonic() - self.down_since
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 class Bus:
     """A connected NATS client plus JetStream; create with `await Bus.connect(cfg)`."""
 
-    def __init__(self, nc: Client, cfg: BusConfig, state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, nc: Client, cfg: BusConfig, state: dict[str, Any] | None = None, online: Online | None = None
+    ) -> None:
         self.nc = nc
         self.cfg = cfg
+        self.online = online or Online(connected=nc.is_connected)
         self.js: JetStreamContext = nc.jetstream(timeout=cfg.request_timeout)
         self._state: dict[str, Any] = state if state is not None else {"phase": "connected", "closing": False}
         """Shared with the client's callbacks: once closing, disconnects are not news."""
@@ -159,6 +197,7 @@ class Bus:
         """
 
         state: dict[str, Any] = {"phase": "connecting", "closing": False}
+        online = Online()
         errors: list[str] = []
         connecting = anyio.CancelScope()
 
@@ -174,17 +213,19 @@ class Bus:
                 on_event("error", text)
 
         async def disconnected_cb() -> None:
+            online.clear()
             if on_event is not None and state["phase"] == "connected" and not state["closing"]:
                 on_event("disconnected", "")
 
         async def reconnected_cb() -> None:
+            online.set()
             if on_event is not None and not state["closing"]:
                 on_event("reconnected", str(nc.connected_url.netloc if nc.connected_url else ""))
 
         kw: dict[str, Any] = {
             "servers": cfg.urls,
             "name": name or cfg.name,
-            "connect_timeout": max(1, int(cfg.connect_timeout)),
+            "connect_timeout": cfg.connect_timeout,
             "reconnect_time_wait": 0.5,
             "reconnect_to_server_handler": _reconnect_handler(cfg),
             "error_cb": error_cb,
@@ -196,6 +237,10 @@ class Bus:
             # below, so a wrong URL or refused credentials fail in seconds with one line.
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
+            # Nothing is buffered while disconnected: a publish, pull request or ack then fails at
+            # once and our own retries decide. Buffered pull requests would all reach the server on
+            # reconnect and hand a worker far more messages than it has slots for.
+            "pending_size": 0,
         }
         if cfg.user:
             kw["user"] = cfg.user
@@ -214,7 +259,7 @@ class Bus:
         nc = Client()
         connected = False
         with connecting:
-            connecting.deadline = anyio.current_time() + cfg.connect_timeout * max(1, len(cfg.urls)) + 2
+            connecting.deadline = anyio.current_time() + cfg.connect_timeout * max(1, len(cfg.urls))
             try:
                 await nc.connect(**kw)
                 connected = True
@@ -229,7 +274,8 @@ class Bus:
             hint = f" (URL from {cfg.source})" if cfg.source else ""
             raise BusError(f"could not connect to NATS at {cfg.redacted()}{hint}: {why}")
         state["phase"] = "connected"
-        return cls(nc, cfg, state)
+        online.set()
+        return cls(nc, cfg, state, online)
 
     @property
     def max_payload(self) -> int:
@@ -238,6 +284,11 @@ class Bus:
     @property
     def connected(self) -> bool:
         return bool(self.nc.is_connected)
+
+    async def wait_connected(self) -> None:
+        """Until the client is connected (at once when it is): callers stop asking the server
+        for work while it is away instead of queueing requests for when it comes back."""
+        await self.online.wait()
 
     def check_size(self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
         """Raise `PayloadTooLarge` if the message would exceed the server's max payload."""

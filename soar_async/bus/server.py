@@ -132,12 +132,12 @@ class NatsServer:
             cmd += ["-js", "-sd", str(self.store_dir)]
         return cmd + self.extra_args
 
-    def start(self) -> NatsServer:
-        """Start the server and wait until it accepts clients.
+    def start(self, timeout: float | None = None) -> NatsServer:
+        """Start the server and wait until it accepts clients (within `timeout`, default `ready_timeout`).
 
         With no fixed port a fresh free port is tried on each attempt (another process may
         take one between our probe and the server's bind); with a fixed port (a restart) we
-        retry for a few seconds while the old socket is released.
+        retry until the deadline while the old socket is released.
         """
         if self.running:
             return self
@@ -145,7 +145,7 @@ class NatsServer:
         if self.store_dir is not None:
             self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.ready_timeout
+        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
         attempt = 0
         while True:
             attempt += 1

@@ -290,6 +290,7 @@ def _not_ready(e: BaseException) -> bool:
     return isinstance(
         e,
         nats.errors.TimeoutError
+        | nats.errors.OutboundBufferLimitError  # disconnected: nothing is buffered for later
         | nats.js.errors.ServiceUnavailableError
         | nats.errors.NoRespondersError
         | nats.js.errors.NoStreamResponseError

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from soar_async import config
-from soar_async.bus.conn import Bus, BusConfig, BusError
+from soar_async.bus.conn import BusConfig, BusError
 from soar_async.runtime.discovery import bus_config, need_bus
+
+if TYPE_CHECKING:
+    from soar_async.runtime.system import System
 
 T = TypeVar("T")
 
@@ -66,12 +69,12 @@ def need_bus_from_args(args: argparse.Namespace, cfg: Any, run_dir: Path) -> Bus
     return need_bus(cfg, url=getattr(args, "nats", None), run_dir=run_dir, overrides=credentials_of(args))
 
 
-def on_running_system(args: argparse.Namespace, name: str, fn: Callable[[Bus], Awaitable[T]]) -> T:
-    """Join the system the flags name (no actors of our own), run `fn(bus)`, leave.
+def on_running_system(args: argparse.Namespace, name: str, fn: Callable[[System], Awaitable[T]]) -> T:
+    """Join the system the flags name (no actors of our own), run `fn(system)`, leave.
 
     The one bring-up every command shares; a bus that cannot be reached is a one-line error.
     """
-    from soar_async.runtime.system import bring_up
+    from soar_async.runtime.system import bring_up  # the library's heavier half, loaded when used
 
     cfg = config_from_args(args)
     run_dir = run_dir_of(args, cfg)
@@ -79,7 +82,7 @@ def on_running_system(args: argparse.Namespace, name: str, fn: Callable[[Bus], A
 
     async def main() -> T:
         async with bring_up(cfg, run_dir=run_dir, bus=bc, name=name) as system:
-            return await fn(system.bus)
+            return await fn(system)
 
     try:
         return anyio.run(main)

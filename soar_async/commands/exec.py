@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from collections.abc import Awaitable
 from typing import Any
 
 from soar_async.arc import load_tasks
 from soar_async.commands._common import add_bus_args, on_running_system
-from soar_async.render import evaluated_line
-from soar_async.runtime.client import exec_requests, submit_and_collect
+from soar_async.commands.sandbox import read_program
+from soar_async.render import ProgressLine, evaluated_line
+from soar_async.runtime.client import Collected, Progress, exec_requests, submit_and_collect
+from soar_async.runtime.system import System
 
 
 def cmd_exec_submit(args: argparse.Namespace) -> int:
+    # The user's own mistakes (selector, files) are reported before any server is looked for.
     tasks = load_tasks(args.task)
-    codes = []
-    for f in args.file:
-        try:
-            codes.append(Path(f).read_text())
-        except OSError as e:
-            raise ValueError(f"cannot read program file {f}: {e.strerror or e}") from None
+    codes = [read_program(f) for f in args.file]
     reqs = exec_requests(tasks, codes)
 
     def emit(ev: Any) -> None:
@@ -32,18 +30,42 @@ def cmd_exec_submit(args: argparse.Namespace) -> int:
         else:
             print(evaluated_line(ev), flush=True)
 
-    got = on_running_system(
-        args, "exec", lambda bus: submit_and_collect(bus, reqs, timeout=args.wait, on_result=emit)
-    )
+    show = ProgressLine(sys.stderr)
+
+    def progress(p: Progress) -> None:
+        show.update(f"{p.done}/{p.total} evaluated after {p.elapsed:.0f} s; waiting for {p.waiting_for}")
+
+    def submit(system: System) -> Awaitable[Collected]:
+        return submit_and_collect(
+            system.bus,
+            reqs,
+            timeout=args.wait,
+            on_result=emit,
+            on_progress=progress,
+            outage_timeout=system.config.bus.outage_timeout_s,
+        )
+
+    try:
+        got = on_running_system(args, "exec", submit)
+    finally:
+        show.close()
     for pid, reason in sorted(got.dead_lettered.items()):
         print(f"{pid}  dead-lettered: {reason}", file=sys.stderr)
     print(
         f"submitted {len(reqs)} execution request(s) for {len(tasks)} task(s)"
-        + (f"; {len(got.results)} evaluated" if args.wait else "")
+        + (f"; {len(got.results)} evaluated" if args.wait is not None else "")
         + (f", {len(got.dead_lettered)} dead-lettered" if got.dead_lettered else ""),
         file=sys.stderr,
     )
-    return 0 if not args.wait or len(got.results) == len(reqs) else 1
+    if args.wait is None:
+        return 0
+    if len(got.results) + len(got.dead_lettered) < len(reqs):
+        print(
+            f"soar exec submit: timed out after {args.wait:g} s with {len(got.results)} of {len(reqs)} "
+            "result(s); the requests stay queued for the executors",
+            file=sys.stderr,
+        )
+    return 0 if len(got.results) == len(reqs) else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -23,8 +23,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         on_running_system(
             args,
             "logs",
-            lambda bus: stream_logs(
-                bus,
+            lambda system: stream_logs(
+                system.bus,
                 follow=args.follow,
                 actor=args.actor,
                 task=args.task,

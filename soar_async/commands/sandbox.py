@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from soar_async.arc import load_tasks
-
 
 def cmd_build(args: argparse.Namespace) -> int:
     from soar_async.sandbox.build import ensure_built
@@ -19,19 +17,27 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_program(path: str | Path) -> str:
+    """A program file's text, or a one-line error naming the file (unreadable, not UTF-8).
+
+    Raises ValueError, which the command line turns into `soar: error: ...` and exit 1.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read program file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"cannot read program file {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from soar_async.cli import CliError
+    from soar_async.commands.tasks import one_task
     from soar_async.sandbox import Limits
     from soar_async.sandbox.report import run_on_task, show_task_run
 
-    tasks = load_tasks(args.task)
-    if len(tasks) != 1:
-        raise CliError(f"--task {args.task!r} selects {len(tasks)} tasks; give exactly one")
-    try:
-        code = args.file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise CliError(f"{args.file}: not UTF-8 text ({e.reason})") from None
-    run = run_on_task(code, tasks[0], Limits(wall_s=args.wall, memory_mb=args.memory_mb))
+    task = one_task(args.task, what="--task")
+    code = read_program(args.file)
+    run = run_on_task(code, task, Limits(wall_s=args.wall, memory_mb=args.memory_mb))
     if args.json:
         json.dump(run.to_json(), sys.stdout)
         print()

@@ -11,7 +11,9 @@ import anyio
 from soar_async.arc import load_tasks
 from soar_async.bus.conn import BusError
 from soar_async.commands._common import add_config_args, bus_from_args, config_from_args
-from soar_async.messages import Evaluated
+from soar_async.logs import get_logger
+from soar_async.render import ProgressLine
+from soar_async.runtime.client import Progress
 
 SOURCES = ("baseline",)
 
@@ -26,13 +28,16 @@ def cmd_solve(args: argparse.Namespace) -> int:
     # A running `soar up` in the same run directory is used rather than a second server on its store.
     bus = bus_from_args(args, cfg, run_dir=run_dir)
     configure_logging(run_dir=run_dir, process="solve", console_level="warning")
-    done = 0
+    show = ProgressLine(sys.stderr, quiet=args.quiet)
+    log = get_logger(actor="solve")
 
-    def progress(ev: Evaluated) -> None:
-        nonlocal done
-        done += 1
-        if not args.quiet and (done % 500 == 0):
-            print(f"  {done} programs evaluated", file=sys.stderr, flush=True)
+    def progress(p: Progress) -> None:
+        log.info("progress", done=p.done, total=p.total, dead_lettered=p.dead_lettered, waiting_for=p.waiting_for)
+        show.update(
+            f"{p.done}/{p.total} programs evaluated"
+            + (f", {p.dead_lettered} dead-lettered" if p.dead_lettered else "")
+            + f" after {p.elapsed:.0f} s; waiting for {p.waiting_for}"
+        )
 
     print(
         f"soar solve: {len(tasks)} task(s), program source {args.programs}, "
@@ -48,13 +53,16 @@ def cmd_solve(args: argparse.Namespace) -> int:
                 bus=bus,
                 executors=args.executors,
                 timeout=args.timeout,
-                on_result=progress,
+                on_progress=progress,
             )
         )
     except BusError as e:
         raise ValueError(str(e)) from None
+    finally:
+        show.close()
     rate = report.evaluated / report.seconds if report.seconds else 0.0
-    print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s)")
+    stored = f" ({report.already_stored} answered by stored results)" if report.already_stored else ""
+    print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s){stored}")
     if report.dead_lettered:
         n = len(report.dead_lettered)
         print(f"soar solve: {n} program(s) dead-lettered, never evaluated (see soar.dlq.executor)", file=sys.stderr)

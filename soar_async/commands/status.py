@@ -10,7 +10,7 @@ from soar_async.runtime.status import gather_status, render_status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    st = on_running_system(args, "status", gather_status)
+    st = on_running_system(args, "status", lambda system: gather_status(system.bus))
     if args.json:
         print(json.dumps(st, indent=2, default=str))
     else:

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.text import Text
 
-from soar_async.arc import Grid, Task, find_task, grid_shape, load_tasks
+from soar_async.arc import Grid, Task, grid_shape, load_tasks
 from soar_async.render import side_by_side
 
 
@@ -41,8 +41,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_task(selector: str, *, what: str = "selector") -> Task:
+    """The one task a selector names (a bare id, `set#id`, a task JSON file, a Prize file with `#id`...).
+
+    Any selector is accepted; one that resolves to zero or several tasks is a one-line
+    ValueError saying how many and how to pick one.
+    """
+    tasks = load_tasks(selector)
+    if len(tasks) == 1:
+        return tasks[0]
+    hint = f": add #ID to pick one, e.g. {tasks[0].source}#{tasks[0].id}" if tasks else ""
+    raise ValueError(f"{what} {selector!r} selects {len(tasks)} tasks, not exactly one{hint}")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    task = load_tasks(f"{args.source}#{args.task_id}")[0] if args.source else find_task(args.task_id)
+    task = one_task(f"{args.source}#{args.selector}" if args.source else args.selector, what="task")
     if args.json:
         print(json.dumps({"id": task.id, **task.to_json()}))
         return 0
@@ -66,9 +79,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("selector", help="e.g. arc-agi-1:evaluation[:20] or path/to/challenges.json")
     ls.set_defaults(func=cmd_list)
 
-    show = tsub.add_parser("show", help="draw a task's grids in colour", description="Draw a task in colour.")
-    show.add_argument("task_id", help="task id, e.g. 00576224 (searched in the bundled ARC sets)")
-    show.add_argument("--source", help="look in this selector instead of the bundled sets")
+    show = tsub.add_parser(
+        "show",
+        help="draw a task's grids in colour",
+        description="Draw one task in colour. Any selector that names exactly one task: a bare id "
+        "(searched in the bundled sets), arc-agi-1:training#3c9b0459, a task JSON file, or an ARC Prize "
+        "challenges file with #id.",
+    )
+    show.add_argument("selector", help="e.g. 00576224, arc-agi-2:evaluation#0934a4d8, path/to/task.json")
+    show.add_argument("--source", help="look for the id in this selector instead of the bundled sets")
     show.add_argument("--json", action="store_true", help="print the task as JSON instead")
     show.add_argument("--no-color", action="store_true", help="digits only")
     show.set_defaults(func=cmd_show)

@@ -200,6 +200,8 @@ class ActorRunner:
         self.progress_interval = progress_interval
         self.counters = Counters()
         self.in_flight = 0
+        self.peak_in_flight = 0
+        """The most messages this worker ever held at once (never above `concurrency`)."""
         self.started_at = time.time()
         self.state = "starting"
         self.log = get_logger(actor=actor_cls.role)
@@ -304,6 +306,7 @@ class ActorRunner:
         backoff = Backoff(0.1, 2.0)
         errors = 0
         while True:
+            await self.bus.wait_connected()  # no pull requests into an outage: they would pile up
             await self._slots.acquire()
             want = 1
             while want < self.concurrency:
@@ -326,14 +329,21 @@ class ActorRunner:
                 raise
             except (nats.errors.Error, OSError) as e:
                 errors += 1
-                if errors in (1, 10) or errors % 100 == 0:
+                if self.bus.connected and (errors in (1, 10) or errors % 100 == 0):
+                    # (While the connection is down this is expected; the outage itself is logged.)
                     self.log.warning("fetch failed, retrying", input=feed.subject, error=repr(e), attempts=errors)
                 await backoff.sleep()
             finally:
                 for _ in range(want - len(msgs)):
                     self._slots.release()
+            if len(msgs) > want:
+                # Never hold more than our slots: hand extras back at once for another worker.
+                extra, msgs = msgs[want:], msgs[:want]
+                for m in extra:
+                    await self._settle(m, "nak", 0)
             for m in msgs:
                 self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 handlers.start_soon(self._process, feed, m)
 
     # -- one message ----------------------------------------------------------------------

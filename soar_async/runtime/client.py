@@ -1,9 +1,11 @@
 """Submitting execution requests and collecting their results: what `soar exec submit` and
 `soar solve` share (and, later, the proposer and refiner).
 
-Collection replays the Evaluated events already stored for the requests' tasks before
-following new ones. Resubmitting finished work is therefore cheap and safe: the work queue
-drops the duplicate request (same program id = same dedup id) and the stored result answers.
+Collection reads the Evaluated events already stored for the requests' tasks before it
+publishes anything, and sends only the requests without a result. Resubmitting finished work
+is therefore cheap and safe, also after a server restart: the stored result answers, and a
+request sent twice within the queue's duplicate window is stored once (same program id =
+same dedup id).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import anyio
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from soar_async.arc import Task
-from soar_async.bus.conn import Bus
+from soar_async.bus.conn import Bus, BusError
 from soar_async.bus.topology import (
     EVALUATED_ALL,
     KV_TASKS,
+    STREAM_EXEC,
     dead_letter_subject,
     evaluated_filter,
     subject_token,
@@ -74,6 +77,45 @@ class Collected:
     results: dict[str, Evaluated] = field(default_factory=dict)
     dead_lettered: dict[str, str] = field(default_factory=dict)
     """program id -> reason, for requests the executors gave up on (see `soar.dlq.executor`)."""
+    already_stored: int = 0
+    """Requests answered by results stored before this batch (not sent again)."""
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a batch stands, reported every few seconds while its results are awaited.
+
+    Attributes:
+        total: requests in the batch.
+        done: results in (stored ones included).
+        dead_lettered: requests the executors gave up on.
+        connected: whether the bus connection is up.
+        down_for: seconds since the connection was lost (0 while connected).
+        executors: live executor workers (None while disconnected).
+        queued: requests in the execution queue, waiting or running (None while disconnected).
+        elapsed: seconds since the batch was submitted.
+    """
+
+    total: int
+    done: int
+    dead_lettered: int
+    connected: bool
+    down_for: float
+    executors: int | None
+    queued: int | None
+    elapsed: float
+
+    @property
+    def waiting_for(self) -> str:
+        """What the batch is waiting on, in words a user can act on."""
+        if not self.connected:
+            return f"the NATS server (connection lost {self.down_for:.0f} s ago; reconnecting)"
+        if self.done + self.dead_lettered >= self.total:
+            return "nothing"
+        if self.executors == 0:
+            return f"an executor to attach ({self.queued} request(s) queued; `soar worker --role executor`)"
+        return f"{self.executors} executor(s): {self.queued} request(s) queued or running"
 
 
 async def submit_and_collect(
@@ -82,17 +124,46 @@ async def submit_and_collect(
     *,
     timeout: float | None,
     on_result: Callable[[Evaluated], None] = lambda _e: None,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_every: float = 2.0,
+    outage_timeout: float | None = None,
 ) -> Collected:
     """Publish `reqs`; unless `timeout` is None, gather their Evaluated events for up to `timeout` s.
 
-    A request that was dead-lettered (undecodable, failing on every delivery) will never be
-    evaluated: it is reported in `dead_lettered` instead of being waited for.
+    Results already stored for the requests' tasks are read first, and only requests without
+    one are published: a pass resubmitted after a server restart (when the queue's memory of
+    message ids is gone) does not rerun finished programs. A request that was dead-lettered
+    (undecodable, failing on every delivery) will never be evaluated: it is reported in
+    `dead_lettered` instead of being waited for. While waiting, `on_progress` hears every
+    `progress_every` s how far the batch is and what it waits for; without a connection for
+    `outage_timeout` s the wait ends with a `BusError` saying so.
     """
     log = get_logger(actor="client")
     out = Collected()
     if timeout is None:
         await _publish_all(bus, reqs, log)
         return out
+    started = anyio.current_time()
+    want = {r.program_id for r in reqs}
+    by_msg_id = {r.dedup_id(): r.program_id for r in reqs}
+    everything = anyio.Event()
+
+    def settle() -> None:
+        if not want - out.results.keys() - out.dead_lettered.keys():
+            everything.set()
+
+    def take(data: bytes) -> None:
+        try:
+            ev = Evaluated.decode(data)
+        except DecodeError as e:
+            log.warning("undecodable evaluated event skipped", reason=e.reason)
+            return
+        if ev.program_id in want and ev.program_id not in out.results:
+            out.results[ev.program_id] = ev
+            out.dead_lettered.pop(ev.program_id, None)
+            on_result(ev)
+            settle()
+
     filters = sorted({evaluated_filter(r.task_id) for r in reqs})
     events = await bus.js.subscribe(
         EVALUATED_ALL,
@@ -108,26 +179,10 @@ async def submit_and_collect(
         ordered_consumer=True,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
     )
-    want = {r.program_id for r in reqs}
-    by_msg_id = {r.dedup_id(): r.program_id for r in reqs}
-    everything = anyio.Event()
-
-    def settle() -> None:
-        if not want - out.results.keys() - out.dead_lettered.keys():
-            everything.set()
 
     async def follow_results() -> None:
         async for m in events.messages:
-            try:
-                ev = Evaluated.decode(m.data)
-            except DecodeError as e:
-                log.warning("undecodable evaluated event skipped", reason=e.reason)
-                continue
-            if ev.program_id in want and ev.program_id not in out.results:
-                out.results[ev.program_id] = ev
-                out.dead_lettered.pop(ev.program_id, None)
-                on_result(ev)
-                settle()
+            take(m.data)
 
     async def follow_dead_letters() -> None:
         async for m in dead.messages:
@@ -136,20 +191,67 @@ async def submit_and_collect(
                 out.dead_lettered[pid] = (m.headers or {}).get("Soar-Reason", "dead-lettered")
                 settle()
 
+    async def watch() -> None:
+        """Report progress; give up when the connection stays down for too long."""
+        while True:
+            await anyio.sleep(progress_every)
+            down = bus.online.down_for()
+            if outage_timeout is not None and down > outage_timeout:
+                raise BusError(
+                    f"no connection to NATS at {bus.cfg.redacted()} for {down:.0f} s (bus.outage_timeout_s); "
+                    f"{len(out.results)} of {len(want)} result(s) in"
+                )
+            if on_progress is not None:
+                on_progress(await _progress(bus, out, len(want), anyio.current_time() - started))
+
     try:
-        await _publish_all(bus, reqs, log)
+        # Stored results first. The consumer knows how many match (those already pushed to us
+        # plus those still pending on the server); read exactly that many before publishing.
+        with anyio.fail_after(bus.cfg.request_timeout * 6):
+            ci = await events.consumer_info()
+            stored = (ci.delivered.consumer_seq if ci.delivered else 0) + (ci.num_pending or 0)
+            for _ in range(stored):
+                take((await events.next_msg(timeout=bus.cfg.request_timeout)).data)
+        out.already_stored = len(out.results)
+        await _publish_all(bus, [r for r in reqs if r.program_id not in out.results], log)
         settle()
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow_results)
             tg.start_soon(follow_dead_letters)
-            with anyio.move_on_after(timeout):
+            tg.start_soon(watch)
+            with anyio.move_on_after(timeout) as waited:
                 await everything.wait()
+            out.timed_out = waited.cancelled_caught
             tg.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:
+        # The watcher's verdict (or another single failure) as itself, not as a group.
+        raise eg.exceptions[0] from None
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             await events.unsubscribe()
             await dead.unsubscribe()
     return out
+
+
+async def _progress(bus: Bus, out: Collected, total: int, elapsed: float) -> Progress:
+    executors = queued = None
+    if bus.connected:
+        try:
+            with anyio.fail_after(bus.cfg.request_timeout):
+                executors = sum(hb.role == EXECUTOR_ROLE for hb in await live_workers(bus))
+                queued = (await bus.js.stream_info(STREAM_EXEC)).state.messages
+        except Exception:  # a status detail, not worth failing the wait over
+            pass
+    return Progress(
+        total=total,
+        done=len(out.results),
+        dead_lettered=len(out.dead_lettered),
+        connected=bus.connected,
+        down_for=bus.online.down_for(),
+        executors=executors,
+        queued=queued,
+        elapsed=round(elapsed, 1),
+    )
 
 
 async def _publish_all(bus: Bus, reqs: Sequence[ExecRequest], log: Any) -> None:

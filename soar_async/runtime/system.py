@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from soar_async.bus.conn import Bus, BusConfig
+from soar_async.bus.conn import Bus, BusConfig, BusError
 from soar_async.bus.server import NatsServer, ServerError
 from soar_async.bus.topology import Topology, provision
 from soar_async.config import Config
@@ -139,6 +139,41 @@ async def _flush_logs(bus: Bus) -> None:
             continue
 
 
+class ServerGone(BusError):
+    """The embedded server died and could not be restarted in time."""
+
+
+async def supervise(server: NatsServer, restart_timeout: float, log: Any) -> None:
+    """Restart the embedded server whenever it dies, on the same port and JetStream store.
+
+    Runs until cancelled (which `bring_up` does before it stops the server on purpose). The
+    clients reconnect by themselves; queued work and stored events are on disk. When the
+    server cannot be brought back within `restart_timeout` this raises, which ends the
+    process's system with an error instead of leaving it waiting on a dead address.
+    """
+    while True:
+        proc = server.proc
+        if proc is None:
+            return
+        # Waiting reaps the child (no zombie); cancelling abandons the wait, not the process.
+        code = await anyio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+        log.error(
+            "embedded nats-server died; restarting it on the same port and store",
+            exit_code=code,
+            url=server.url,
+            log_file=str(server.log_file),
+        )
+        try:
+            # start() itself retries on the fixed port until the deadline (the old socket may linger).
+            await anyio.to_thread.run_sync(lambda: server.start(timeout=restart_timeout), abandon_on_cancel=True)
+        except ServerError as e:
+            raise ServerGone(
+                f"the embedded nats-server died (exit code {code}) and could not be restarted within "
+                f"{restart_timeout:g} s (bus.server_restart_timeout_s): {e}"
+            ) from None
+        log.info("embedded nats-server restarted", url=server.url, pid=server.proc.pid if server.proc else None)
+
+
 async def _watch_signals(system: System, log: Any) -> None:
     """First SIGINT/SIGTERM drains, a second one hands back what is still running."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -243,6 +278,8 @@ async def bring_up(
             try:
                 async with anyio.create_task_group() as services:
                     services.start_soon(forward_logs, conn)
+                    if server is not None:
+                        services.start_soon(supervise, server, config.bus.server_restart_timeout_s, log)
                     if handle_signals:
                         services.start_soon(_watch_signals, system, log)
                     async with anyio.create_task_group() as running:

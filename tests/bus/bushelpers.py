@@ -112,17 +112,17 @@ class Workers:
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float, what: str, period: float = 0.1) -> Any:
-    """Poll an async or sync predicate until truthy; fail the test with `what` after `timeout`."""
-    deadline = anyio.current_time() + timeout
-    while True:
-        v = pred()
-        if hasattr(v, "__await__"):
-            v = await v
-        if v:
-            return v
-        if anyio.current_time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await anyio.sleep(period)
+    """Poll an async or sync predicate until truthy; fail the test with `what` after `timeout`
+    (also when the predicate itself is still waiting then, e.g. for a connection)."""
+    with anyio.move_on_after(timeout):
+        while True:
+            v = pred()
+            if hasattr(v, "__await__"):
+                v = await v
+            if v:
+                return v
+            await anyio.sleep(period)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def cluster_ports(n: int = 3) -> list[tuple[int, int]]:
@@ -135,6 +135,7 @@ async def read_subject(bus: Bus, subject: str, stream: str) -> list[Any]:
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     with anyio.fail_after(30):
+        await bus.wait_connected()  # while the server is away, requests fail at once (nothing is buffered)
         info = await bus.js.stream_info(stream, subjects_filter=subject)
     total = sum((info.state.subjects or {}).values())
     out: list[Any] = []
@@ -205,3 +206,36 @@ async def run_actor(url: str, actor_cls: type, body: Callable[..., Any], concurr
         ) as system:
             await body(system.bus, system.runners[0])
     return system.runners[0]
+
+
+def soar_env(**extra: str) -> dict[str, str]:
+    """The environment of a `soar` subprocess in a test: one thread for torch, no stray bus URL."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    env.pop("SOAR_NATS_URL", None)
+    return env
+
+
+def start_soar_up(run: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`soar up` in the background (one executor slot, 5 s ack wait), returned once it is ready.
+
+    Its output goes to `<run>/../up.out`.
+    """
+    out = open(run.parent / "up.out", "wb")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "soar_async.cli", "up", "--run-dir", str(run), "--concurrency", "1",
+         "--ack-wait", "5", *extra],
+        stdout=out, stderr=subprocess.STDOUT, env=env or soar_env(), cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (run / "nats.url").is_file() or "ready" not in (run.parent / "up.out").read_text():
+        assert p.poll() is None, (run.parent / "up.out").read_text()
+        assert time.monotonic() < deadline, "soar up did not become ready"
+        time.sleep(0.2)
+    return p
+
+
+def nats_children(p: subprocess.Popen[bytes]) -> list[Any]:
+    """The nats-server processes started by `p` (psutil.Process objects)."""
+    import psutil
+
+    return [c for c in psutil.Process(p.pid).children(recursive=True) if "nats-server" in c.name()]

@@ -15,6 +15,8 @@ import psutil
 import pytest
 from bushelpers import ROOT
 
+from soar_async.bus.server import NatsServer
+
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_built")]
 
 PROG = "def transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n"
@@ -109,6 +111,13 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
         only_exec = soar("logs", "--run-dir", str(run), "--actor", "executor", "--json", "-n", "500")
         events = [json.loads(line) for line in only_exec.stdout.splitlines()]
         assert events and {e["actor"] for e in events} == {"executor"}
+        # One info event per evaluated program, with the ids the runtime bound: `soar logs --task`.
+        by_task = soar("logs", "--run-dir", str(run), "--task", "3c9b0459", "--json", "-n", "50")
+        assert by_task.returncode == 0, by_task.stderr
+        events = [json.loads(line) for line in by_task.stdout.splitlines()]
+        assert events and all(e["task_id"] == "3c9b0459" for e in events)
+        [ev] = [e for e in events if e["event"] == "evaluated"]
+        assert ev["program_id"] and ev["fields"]["train"] == "4/4" and "errors" not in ev["fields"]
         warn = soar("logs", "--run-dir", str(run), "--level", "warning", "--json")
         assert all(json.loads(x)["level"] in ("warning", "error", "critical") for x in warn.stdout.splitlines())
 
@@ -139,7 +148,23 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
     assert rc == 0, (tmp_path / "up.out").read_text()[-3000:]
     assert not srv.is_running() or srv.status() == psutil.STATUS_ZOMBIE
     assert not (run / "nats.url").exists()
-    assert "actor stopped" in (tmp_path / "up.out").read_text()
+    console = (tmp_path / "up.out").read_text()
+    assert "actor stopped" in console
+    # Per-program events go to the files and the bus, not to `up`'s console.
+    assert '"event": "evaluated"' in "".join(f.read_text() for f in (run / "logs").glob("up-*.jsonl"))
+    assert not [line for line in console.splitlines() if "] evaluated " in line], console[-2000:]
+
+
+def test_submit_wait_says_it_timed_out(tmp_path: Path, nats_server: NatsServer) -> None:
+    prog = tmp_path / "rot180.py"
+    prog.write_text(PROG)
+    r = soar(
+        "exec", "submit", "--nats", nats_server.url, "--run-dir", str(tmp_path / "run"),
+        "--task", "arc-agi-1:training#3c9b0459", "--file", str(prog), "--wait", "1",
+        timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "soar exec submit: timed out after 1 s with 0 of 1 result(s)" in r.stderr, r.stderr
 
 
 def test_up_killed_leaves_no_orphan_server(tmp_path: Path) -> None:
