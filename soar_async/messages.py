@@ -205,8 +205,16 @@ class GenRequest(Message):
     max_tokens: int = 4096
     temperature: float = 1.0
     min_p: float = 0.05
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
     parent_id: str | None = None
     model_version: str | None = None
+    """Serve with this version (an adapter's name); None: whatever is current."""
+    generation: int = 0
+    submitted_at: float = field(default_factory=time.time)
+
+    def subject(self) -> str:
+        return T.gen_subject(self.task_id)
 
     def dedup_id(self) -> str | None:
         return f"gen:{self.request_id}"
@@ -224,8 +232,20 @@ class Completions(Message):
     kind: str = "sample"
     parent_id: str | None = None
     model_version: str | None = None
+    """The version that wrote every one of `texts` (a request never mixes versions)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tokens: list[int] = field(default_factory=list)
+    """Tokens of each text."""
+    finish_reasons: list[str] = field(default_factory=list)
+    """Per text: "stop" or "length" (cut at max_tokens)."""
+    seconds: float = 0.0
+    """Time inside the engine."""
+    worker_id: str = ""
+    generation: int = 0
+
+    def subject(self) -> str:
+        return T.completions_subject(self.task_id)
 
     def dedup_id(self) -> str | None:
         return f"completions:{self.request_id}"
@@ -336,12 +356,18 @@ class TaskStatus(Message):
 
 @dataclass(slots=True, kw_only=True)
 class ModelUpdated(Message):
-    """A new model version (LoRA adapter in the object store) that LLM actors should load."""
+    """A new model version that every LLM actor takes up for new requests.
+
+    The adapter (a PEFT directory) travels as a tar archive in the `soar_adapters` object
+    store under `adapter_ref`, so workers on any machine can load it; `adapter_path` may name
+    a directory instead, for workers that share a filesystem with the trainer.
+    """
 
     TYPE: ClassVar[str] = "model_updated"
     SUBJECT: ClassVar[str] = T.EVT_MODEL_UPDATED
     version: str
     adapter_ref: str | None = None
+    adapter_path: str | None = None
     base_model: str = ""
     generation: int = 0
     created_at: float = field(default_factory=time.time)
@@ -387,6 +413,8 @@ class Heartbeat(Message):
     started_at: float = field(default_factory=time.time)
     ts: float = field(default_factory=time.time)
     state: str = "running"
+    info: dict[str, Any] = field(default_factory=dict)
+    """Role-specific figures (an LLM worker: model version, tokens/s, requests in the engine)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -93,6 +93,14 @@ def partition_filters(prefix: str, index: int, count: int) -> list[str]:
     return [f"{prefix}.{s}.>" for s in range(SHARDS) if s % count == index]
 
 
+def gen_subject(task_id: str) -> str:
+    return f"{WORK_GEN}.{subject_token(task_id)}"
+
+
+def completions_subject(task_id: str) -> str:
+    return f"{EVT_COMPLETIONS}.{subject_token(task_id)}"
+
+
 def evaluated_subject(task_id: str) -> str:
     return f"{EVT_EVALUATED}.{shard(task_id)}.{subject_token(task_id)}"
 

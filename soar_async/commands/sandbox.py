@@ -31,7 +31,7 @@ def read_program(path: str | Path) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from soar_async.commands.tasks import one_task
+    from soar_async.arc import one_task
     from soar_async.sandbox import Limits
     from soar_async.sandbox.report import run_on_task, show_task_run
 

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.text import Text
 
-from soar_async.arc import Grid, Task, grid_shape, load_tasks
+from soar_async.arc import Grid, Task, grid_shape, load_tasks, one_task
 from soar_async.render import side_by_side
 
 
@@ -39,19 +39,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     for t in load_tasks(args.selector):
         print(t.id)
     return 0
-
-
-def one_task(selector: str, *, what: str = "selector") -> Task:
-    """The one task a selector names (a bare id, `set#id`, a task JSON file, a Prize file with `#id`...).
-
-    Any selector is accepted; one that resolves to zero or several tasks is a one-line
-    ValueError saying how many and how to pick one.
-    """
-    tasks = load_tasks(selector)
-    if len(tasks) == 1:
-        return tasks[0]
-    hint = f": add #ID to pick one, e.g. {tasks[0].source}#{tasks[0].id}" if tasks else ""
-    raise ValueError(f"{what} {selector!r} selects {len(tasks)} tasks, not exactly one{hint}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

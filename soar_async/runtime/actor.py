@@ -125,6 +125,16 @@ class Actor(Generic[In]):
     def listens_to(self) -> Sequence[Input]:
         return type(self).inputs
 
+    @classmethod
+    def concurrency_for(cls, config: Config) -> int:
+        """Messages one worker handles at once when none is given; a role may size it from config."""
+        return cls.default_concurrency
+
+    def status(self) -> dict[str, Any]:
+        """Role-specific figures for the heartbeat and `soar status` (an LLM worker: its model
+        version, tokens/s, requests inside the engine)."""
+        return {}
+
     async def setup(self) -> None:
         """Acquire resources (sandbox pool, model); runs before the first fetch."""
 
@@ -191,7 +201,8 @@ class ActorRunner:
         self.actor_cls = actor_cls
         self.bus = bus
         self.topology = topology or Topology()
-        self.concurrency = max(1, concurrency or actor_cls.default_concurrency)
+        config = config or Config()
+        self.concurrency = max(1, concurrency or actor_cls.concurrency_for(config))
         self.worker_id = worker_id or make_worker_id(actor_cls.role)
         self.replay_from = replay_from
         self.heartbeat_interval = heartbeat_interval
@@ -211,7 +222,7 @@ class ActorRunner:
             worker_id=self.worker_id,
             concurrency=self.concurrency,
             topology=self.topology,
-            config=config or Config(),
+            config=config,
             run_dir=run_dir,
             partition=partition,
             log=self.log,
@@ -498,7 +509,14 @@ class ActorRunner:
             started_at=self.started_at,
             ts=time.time(),
             state=self.state,
+            info=self._status(),
         )
+
+    def _status(self) -> dict[str, Any]:
+        try:
+            return dict(self.actor.status())
+        except Exception as e:  # a figure for the dashboard must never stop the heartbeat
+            return {"status_error": repr(e)}
 
     def _load_avg(self) -> float:
         return self._load_ema

@@ -12,6 +12,7 @@ from soar_async.runtime.actor import Actor
 
 ROLES: dict[str, str] = {
     "executor": "actors.executor:Executor",
+    "llm": "actors.llm:LLMWorker",
 }
 """Role name -> `module:Class`. Later issues add proposer, refiner, llm, archive, trainer, conductor."""
 

@@ -138,6 +138,7 @@ def render_status(st: dict[str, Any]) -> str:
         "dead",
         "rate/s",
         "last seen",
+        "info",
     ):
         t.add_column(c)
     for w in st["workers"]:
@@ -155,6 +156,7 @@ def render_status(st: dict[str, Any]) -> str:
             str(c.get("dead_lettered", 0)),
             f"{w.get('rate', 0):.2f}",
             f"{w['last_seen_s']}s ago",
+            " ".join(f"{k}={v}" for k, v in sorted((w.get("info") or {}).items())),
         )
     console.print(t)
     q = Table(title="queues")

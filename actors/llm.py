@@ -1,0 +1,121 @@
+"""LLM worker: generation requests in, completions out, through one engine kept busy.
+
+Behaviour only; the runtime pulls, acks, retries and heartbeats. The worker's concurrency is
+`model.max_concurrent_requests`: that many requests sit inside the engine at once, which
+batches them continuously; the actor never waits for one request before taking the next.
+
+Every worker also hears every `ModelUpdated` (a broadcast, not a shared queue): it fetches the
+adapter and hands it to the engine, which serves new requests with it while requests already
+running finish on the version they started with. Each `Completions` names the version that
+wrote all of its texts. A worker killed mid-request loses nothing: the request is redelivered
+to another worker, and the first `Completions` stored for a request id is the only one kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, ClassVar
+
+from soar_async.bus.topology import EVT_MODEL_UPDATED
+from soar_async.config import Config
+from soar_async.llm import Engine, Sampling, open_engine
+from soar_async.llm.adapters import fetch_adapter
+from soar_async.messages import Completions, GenRequest, Message, ModelUpdated
+from soar_async.runtime.actor import Actor, PermanentError
+from soar_async.runtime.inputs import Broadcast, Input, WorkQueue
+
+
+class LLMWorker(Actor[Message]):
+    role: ClassVar[str] = "llm"
+    inputs: ClassVar[tuple[Input, ...]] = (
+        WorkQueue("gen", GenRequest),
+        Broadcast((EVT_MODEL_UPDATED,), ModelUpdated),
+    )
+
+    @classmethod
+    def concurrency_for(cls, config: Config) -> int:
+        return config.model.max_concurrent_requests
+
+    engine: Engine | None = None
+
+    async def setup(self) -> None:
+        model = self.ctx.config.model
+        self.ctx.log.info("starting the LLM engine", engine=model.engine, path=model.path or "(default model)")
+        self.engine = await open_engine(model)
+        self._done: deque[tuple[float, int]] = deque(maxlen=10_000)
+        self._in_engine = 0
+        self.ctx.log.info("LLM engine ready", version=self.engine.version)
+
+    async def teardown(self) -> None:
+        if self.engine is not None:
+            await self.engine.aclose()
+            self.engine = None
+
+    async def handle(self, msg: Message) -> Completions | None:
+        assert self.engine is not None
+        if isinstance(msg, ModelUpdated):
+            await self._take_up(msg)
+            return None
+        assert isinstance(msg, GenRequest)
+        try:
+            sampling = Sampling(
+                temperature=msg.temperature,
+                top_p=msg.top_p,
+                min_p=msg.min_p,
+                max_tokens=msg.max_tokens,
+                stop=tuple(msg.stop),
+            )
+        except ValueError as e:
+            raise PermanentError(str(e)) from None
+        if not msg.messages or msg.n < 1:
+            raise PermanentError("generation request without messages or with n < 1")
+        self._in_engine += 1
+        try:
+            gen = await self.engine.generate(msg.messages, msg.n, sampling, version=msg.model_version)  # type: ignore[arg-type]
+        finally:
+            self._in_engine -= 1
+        self._done.append((time.monotonic(), gen.completion_tokens))
+        return Completions(
+            request_id=msg.request_id,
+            task_id=msg.task_id,
+            texts=[c.text for c in gen.completions],
+            kind=msg.kind,
+            parent_id=msg.parent_id,
+            model_version=gen.version,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            tokens=[c.tokens for c in gen.completions],
+            finish_reasons=[c.finish_reason for c in gen.completions],
+            seconds=round(gen.seconds, 3),
+            worker_id=self.ctx.worker_id,
+            generation=msg.generation,
+        )
+
+    async def _take_up(self, msg: ModelUpdated) -> None:
+        assert self.engine is not None
+        if msg.version == self.engine.version:
+            return  # already serving it (a redelivery, or the latest version heard on joining)
+        if msg.adapter_path:
+            adapter_dir = Path(msg.adapter_path)
+        elif msg.adapter_ref:
+            base = (self.ctx.run_dir or Path(".")) / "adapters"
+            adapter_dir = await fetch_adapter(self.ctx.bus, msg.adapter_ref, base / msg.version)
+        else:
+            raise PermanentError(f"model update {msg.version!r} names no adapter")
+        self.ctx.log.info("taking up a new model version", version=msg.version, adapter=str(adapter_dir))
+        await self.engine.update(msg.version, adapter_dir)
+        self.ctx.log.info("serving model version", version=msg.version)
+
+    def ids(self, msg: Message) -> dict[str, Any]:
+        return {k: getattr(msg, k) for k in ("task_id", "request_id", "version") if hasattr(msg, k)}
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        recent = [n for t, n in getattr(self, "_done", ()) if now - t <= 60]
+        return {
+            "model_version": self.engine.version if self.engine is not None else None,
+            "requests_in_engine": getattr(self, "_in_engine", 0),
+            "tokens_per_s": round(sum(recent) / 60, 1),
+        }

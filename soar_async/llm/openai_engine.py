@@ -1,0 +1,162 @@
+"""A remote OpenAI-compatible server (`vllm serve`, SGLang) as an engine.
+
+`/v1/chat/completions` with `n`; `min_p` travels as an extra body field, which vLLM and
+SGLang read. The server batches; we keep at most `model.max_concurrent_requests` requests open
+against it, retry 429 and 5xx answers with backoff, and turn an unreachable server into one
+error line. Cancelling a caller closes its HTTP request, and the server aborts the generation.
+
+Model versions: `update` asks the server to load the adapter as a LoRA module under the
+version's name (vLLM's `/v1/load_lora_adapter`, enabled on the server with
+VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; the adapter path must be readable by the server);
+requests then name that version as their model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from soar_async.config import ModelConfig
+from soar_async.llm.engine import BASE_VERSION, ChatMessage, Completion, EngineError, Generation, Sampling
+from soar_async.retry import retry
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    """A 429/5xx answer or a dropped connection: worth asking again after a pause."""
+
+
+class OpenAIEngine:
+    """Chat completions from a server; see the module docstring."""
+
+    def __init__(self, cfg: ModelConfig, client: httpx.AsyncClient, served: str) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.served = served
+        self._version = BASE_VERSION
+        self._models = {BASE_VERSION: served}
+        self._slots = anyio.Semaphore(cfg.max_concurrent_requests)
+
+    @classmethod
+    async def start(cls, cfg: ModelConfig) -> OpenAIEngine:
+        if not cfg.base_url:
+            raise EngineError(
+                "model.engine = openai needs model.base_url, e.g. --set model.base_url=http://host:8000/v1"
+            )
+        headers = {}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise EngineError(f"model.api_key_env names {cfg.api_key_env}, which is not set in the environment")
+            headers["Authorization"] = f"Bearer {key}"
+        client = httpx.AsyncClient(
+            base_url=cfg.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None),
+            limits=httpx.Limits(max_connections=cfg.max_concurrent_requests + 4),
+        )
+        try:
+            served = cfg.name or await cls._first_model(client, cfg.base_url)
+        except BaseException:
+            await client.aclose()
+            raise
+        return cls(cfg, client, served)
+
+    @staticmethod
+    async def _first_model(client: httpx.AsyncClient, url: str) -> str:
+        """The served model when `model.name` is not set: the first one the server lists."""
+        try:
+            r = await client.get("/models")
+        except httpx.TransportError as e:
+            raise EngineError(f"cannot reach the model server at {url}: {type(e).__name__}: {e}") from None
+        if r.status_code != 200:
+            raise EngineError(f"model server at {url} answered {r.status_code} to GET /models: {r.text[:200]}")
+        data = r.json().get("data") or []
+        if not data:
+            raise EngineError(f"model server at {url} serves no model")
+        return str(data[0]["id"])
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], n: int, sampling: Sampling, *, version: str | None = None
+    ) -> Generation:
+        use = version or self._version
+        if use not in self._models:
+            raise EngineError(f"model version {use!r} is not loaded on the server")
+        body: dict[str, Any] = {
+            "model": self._models[use],
+            "messages": list(messages),
+            "n": n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "min_p": sampling.min_p,
+        }
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        t0 = time.perf_counter()
+        async with self._slots:
+            data = await retry(
+                lambda: self._post("/chat/completions", body),
+                what=f"chat completion from {self.cfg.base_url}",
+                retry_if=lambda e: isinstance(e, _Retryable),
+                timeout=300.0,
+                base=0.5,
+                cap=10.0,
+                error=EngineError,
+            )
+        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        usage = data.get("usage") or {}
+        total = int(usage.get("completion_tokens") or 0)
+        completions = tuple(
+            Completion(
+                text=(c.get("message") or {}).get("content") or "",
+                # The API reports tokens per request, not per choice: share them out evenly.
+                tokens=total // max(1, len(choices)),
+                finish_reason=str(c.get("finish_reason") or "stop"),
+            )
+            for c in choices
+        )
+        return Generation(completions, int(usage.get("prompt_tokens") or 0), use, time.perf_counter() - t0)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = await self.client.post(path, json=body)
+        except httpx.ConnectError as e:
+            raise EngineError(f"cannot reach the model server at {self.cfg.base_url}: {e}") from None
+        except httpx.TransportError as e:
+            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        if r.status_code in RETRY_STATUS:
+            raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
+        if r.status_code != 200:
+            raise EngineError(f"model server at {self.cfg.base_url} answered {r.status_code} to {path}: {r.text[:300]}")
+        return dict(r.json())
+
+    async def update(self, version: str, adapter_dir: Path) -> None:
+        """Load the adapter on the server as LoRA module `version`; new requests use it."""
+        try:
+            r = await self.client.post("/load_lora_adapter", json={"lora_name": version, "lora_path": str(adapter_dir)})
+        except httpx.TransportError as e:
+            raise EngineError(f"cannot reach the model server at {self.cfg.base_url}: {e}") from None
+        if r.status_code != 200:
+            raise EngineError(
+                f"the model server would not load adapter {version!r} ({r.status_code}: {r.text[:200]}); "
+                "vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            )
+        self._models[version] = version
+        self._version = version
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
