@@ -20,6 +20,8 @@ import anyio
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from waiting import wait_for  # noqa: F401  # re-exported: the bus tests import it from here
+
 from soar_async.bus.conn import Bus, BusConfig
 from soar_async.bus.server import free_port
 from soar_async.bus.topology import Topology, provision
@@ -109,20 +111,6 @@ class Workers:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-
-
-async def wait_for(pred: Callable[[], Any], timeout: float, what: str, period: float = 0.1) -> Any:
-    """Poll an async or sync predicate until truthy; fail the test with `what` after `timeout`
-    (also when the predicate itself is still waiting then, e.g. for a connection)."""
-    with anyio.move_on_after(timeout):
-        while True:
-            v = pred()
-            if hasattr(v, "__await__"):
-                v = await v
-            if v:
-                return v
-            await anyio.sleep(period)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def cluster_ports(n: int = 3) -> list[tuple[int, int]]:

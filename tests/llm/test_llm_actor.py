@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from waiting import wait_for
 
 from soar_async.bus.conn import Bus, BusConfig
 from soar_async.bus.server import NatsServer
@@ -68,18 +69,6 @@ async def completions(bus: Bus) -> list[Completions]:
     return out
 
 
-async def until(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    with anyio.move_on_after(timeout):
-        while True:
-            v = pred()
-            if hasattr(v, "__await__"):
-                v = await v
-            if v:
-                return v
-            await anyio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def lora_adapter(tiny: Path, out: Path) -> Path:
     """A LoRA adapter with random (non-zero) weights: enough to make a different model version."""
     import torch
@@ -105,7 +94,7 @@ def test_requests_in_completions_out_and_a_new_version_taken_up(
             assert worker.concurrency == 4  # model.max_concurrent_requests
             first = gen_requests(10, "a")
             await publish(bus, first)
-            await until(lambda: worker.counters.ok >= 10, 180, "ten completions")
+            await wait_for(lambda: worker.counters.ok >= 10, 180, "ten completions")
             got = {c.request_id: c for c in await completions(bus)}
             assert sorted(got) == [r.request_id for r in first]
             for c in got.values():
@@ -117,10 +106,10 @@ def test_requests_in_completions_out_and_a_new_version_taken_up(
             ref = await publish_adapter(bus, "v1", lora_adapter(tiny_model_dir, tmp_path / "adapter"))
             announce = ModelUpdated(version="v1", adapter_ref=ref)
             await publish(bus, [announce])
-            await until(lambda: worker.actor.status()["model_version"] == "v1", 120, "version v1 taken up")
+            await wait_for(lambda: worker.actor.status()["model_version"] == "v1", 120, "version v1 taken up")
             later = gen_requests(4, "b")
             await publish(bus, later)
-            await until(lambda: worker.counters.ok >= 15, 180, "completions after the update")  # 14 + the update
+            await wait_for(lambda: worker.counters.ok >= 15, 180, "completions after the update")  # 14 + the update
             by_id = {c.request_id: c for c in await completions(bus)}
             assert {by_id[r.request_id].model_version for r in later} == {"v1"}
 
@@ -159,7 +148,7 @@ def test_worker_killed_mid_request_loses_nothing(server: NatsServer, tiny_model_
                     ci = await bus.js.consumer_info("SOAR_GEN", "llm")
                     return ci.num_ack_pending >= 2
 
-                await until(busy, 180, "worker A holding requests")
+                await wait_for(busy, 180, "worker A holding requests")
                 a.send_signal(signal.SIGKILL)
                 a.wait(10)
                 b = start_worker(1)
@@ -168,7 +157,7 @@ def test_worker_killed_mid_request_loses_nothing(server: NatsServer, tiny_model_
                     async def all_done() -> bool:
                         return len({c.request_id for c in await completions(bus)}) == len(reqs)
 
-                    await until(all_done, 300, "every request answered after the kill")
+                    await wait_for(all_done, 300, "every request answered after the kill")
                 finally:
                     b.send_signal(signal.SIGTERM)
                     b.wait(60)
