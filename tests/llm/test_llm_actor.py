@@ -115,8 +115,13 @@ def test_requests_in_completions_out_and_a_new_version_taken_up(
 
             # The heartbeat tells `soar status` which version this worker serves.
             kv = await bus.js.key_value(KV_WORKERS)
-            hb = Heartbeat.decode((await kv.get(f"llm.{worker.worker_id}")).value or b"")
-            assert hb.info["model_version"] == "v1" and "tokens_per_s" in hb.info
+
+            async def beat() -> Heartbeat | None:
+                hb = Heartbeat.decode((await kv.get(f"llm.{worker.worker_id}")).value or b"")
+                return hb if hb.info.get("model_version") == "v1" else None
+
+            hb = await wait_for(beat, 30, "a heartbeat naming v1")
+            assert hb.info["tokens_per_s"] > 0 and "requests_in_engine" in hb.info
 
     anyio.run(main)
 
