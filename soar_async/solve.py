@@ -23,7 +23,7 @@ import anyio
 
 from soar_async import baseline
 from soar_async.arc import Task
-from soar_async.bus.conn import BusConfig
+from soar_async.bus.conn import Bus, BusConfig
 from soar_async.config import Config
 from soar_async.logs import get_logger
 from soar_async.messages import Evaluated, ExecRequest, TaskStatus
@@ -105,9 +105,15 @@ async def solve(
     reqs = requests_for(tasks, source)
     task_by_id = {t.id: t for t in tasks}
     by_task: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
-    async with bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system:
+    # The pass talks to the bus on a connection of its own, as a separate process would: sharing
+    # the in-process executors' connection serialises their traffic with ours (measured: 10%
+    # fewer programs/s on 120 tasks; with its own connection, 20% more than before).
+    async with (
+        bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system,
+        await Bus.connect(system.bus_config, name="soar-solve-client") as client,
+    ):
         got = await submit_and_collect(
-            system.bus,
+            client,
             reqs,
             timeout=timeout,
             on_result=on_result,
@@ -122,7 +128,7 @@ async def solve(
         sub_path = run_dir / "submission.json"
         write_submission(sub_path, submission)
         try:
-            await publish_task_status(system.bus, [task_status(tid, recs) for tid, recs in by_task.items()])
+            await publish_task_status(client, [task_status(tid, recs) for tid, recs in by_task.items()])
         except Exception as e:  # the submission is written; task state is a convenience for `soar status`
             get_logger(actor="solve").warning("could not record task status", error=repr(e))
     report = SolveReport(
