@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from bushelpers import ROOT
+from bushelpers import ROOT, nats_children
+from bushelpers import start_soar_up as start_up
 
 from soar_async.bus.server import NatsServer
 
@@ -34,41 +35,6 @@ def soar(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[
         env=env,
         **kw,
     )
-
-
-def start_up(run: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("SOAR_NATS_URL", None)
-    out = open(run.parent / "up.out", "wb")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "soar_async.cli",
-            "up",
-            "--run-dir",
-            str(run),
-            "--concurrency",
-            "1",
-            "--ack-wait",
-            "5",
-            *extra,
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 120
-    while not (run / "nats.url").is_file() or "ready" not in (run.parent / "up.out").read_text():
-        assert p.poll() is None, (run.parent / "up.out").read_text()
-        assert time.monotonic() < deadline, "soar up did not become ready"
-        time.sleep(0.2)
-    return p
-
-
-def nats_children(p: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    return [c for c in psutil.Process(p.pid).children(recursive=True) if "nats-server" in c.name()]
 
 
 def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
