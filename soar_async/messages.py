@@ -211,6 +211,9 @@ class GenRequest(Message):
     model_version: str | None = None
     """Serve with this version (an adapter's name); None: whatever is current."""
     generation: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Opaque to the LLM actor and echoed in the `Completions`: the asker's bookkeeping
+    (the search's slot and REX island), so that no map from request to context is kept."""
     submitted_at: float = field(default_factory=time.time)
 
     def subject(self) -> str:
@@ -243,6 +246,8 @@ class Completions(Message):
     """Time inside the engine."""
     worker_id: str = ""
     generation: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The request's `meta`, unchanged."""
 
     def subject(self) -> str:
         return T.completions_subject(self.task_id)
@@ -348,10 +353,135 @@ class TaskStatus(Message):
     programs: int = 0
     correct: int = 0
     best_fitness: float = 0.0
+    generation: int = 0
+    sample_slots: int = 0
+    """Sampling requests the search plans for the task (0 when it is not searched)."""
+    sample_resolved: int = 0
+    """Of those, how many came back or were skipped (the search stopped early)."""
+    refine_slots: int = 0
+    refine_resolved: int = 0
+    pending: int = 0
+    """Distinct programs proposed but not evaluated yet."""
+    arms: int = 0
+    """Programs that ran without error on every input: REX's candidate parents."""
+    tokens: int = 0
+    """Completion tokens spent on the task."""
+    sampling_settled: bool = False
+    """Every sampling slot resolved and every sampled program evaluated: no more roots will come."""
     updated_at: float = field(default_factory=time.time)
 
     def subject(self) -> str:
         return T.task_status_subject(self.task_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class SearchTask(Message):
+    """Search a task in a generation with these budgets (the solve driver or the conductor sends it).
+
+    The proposer, the refiner and the archive each read every one (durable, partitioned by
+    task). Budgets count completions; requests ask for `n` completions each, so the search
+    has ceil(budget / n) request *slots* per phase, numbered from 0, each resolved exactly
+    once: by its `Completions` or, when the task stopped early, by being skipped.
+    """
+
+    TYPE: ClassVar[str] = "search_task"
+    SUBJECT: ClassVar[str] = T.EVT_SEARCH
+
+    task_id: str
+    task: dict[str, Any]
+    """The task in ARC JSON layout (test outputs included where known: only the archive
+    reads them, to score; prompts never show them)."""
+    generation: int = 0
+    samples: int = 0
+    refinements: int = 0
+    n_sample: int = 50
+    """Completions per sampling request."""
+    n_refine: int = 4
+    """Completions per refinement request."""
+    stop_after_correct: int = 0
+    """Stop once this many distinct programs are right on every train pair (0: never)."""
+    requests_in_flight: int = 4
+    """Requests per phase kept in flight: slot k's completion sends slot k + this."""
+    submitted_at: float = field(default_factory=time.time)
+
+    def subject(self) -> str:
+        return T.sharded(T.EVT_SEARCH, self.task_id)
+
+    def dedup_id(self) -> str | None:
+        return f"search:{self.generation}:{self.task_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Proposals(Message):
+    """What one generation request slot yielded: one entry per completion, or nothing (skipped).
+
+    Published by the proposer (kind "sample") and the refiner (kind "refine") after they
+    extract the programs, so that the archive records every completion, also those without
+    a program, with its tokens and model version, and counts each slot once. Each entry:
+    {"program_id": str | None, "norm": str | None, "code": str | None, "tokens": int,
+    "finish_reason": str}. `norm` is the digest of the program's normalised code: equal
+    norms on a task are duplicates, run once and counted in the vote as often as written.
+    """
+
+    TYPE: ClassVar[str] = "proposals"
+    SUBJECT: ClassVar[str] = T.EVT_PROPOSALS
+
+    task_id: str
+    kind: str
+    """'sample' or 'refine'."""
+    slot: int
+    generation: int = 0
+    request_id: str = ""
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
+    """The slot was never requested: the task stopped before its turn."""
+    parent_id: str | None = None
+    island: int | None = None
+    model_version: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    created_at: float = field(default_factory=time.time)
+
+    def subject(self) -> str:
+        return T.sharded(T.EVT_PROPOSALS, self.task_id)
+
+    def dedup_id(self) -> str | None:
+        return f"proposals:{self.generation}:{self.kind}:{self.task_id}:{self.slot}"
+
+
+@dataclass(slots=True, kw_only=True)
+class ArchiveQuery(Message):
+    """A question to the archive that owns `task_id` (core NATS request/reply, never stored).
+
+    what: "status" (TaskStatus fields), "arms" (programs without errors: id, h, origin,
+    parent, island, refinements asked of each per island), "vote" (the attempts per test
+    input), "records" (every evaluated program of the task as ProgramRecord dicts, duplicates
+    counted in `extra.count`), "record" (one program's ProgramRecord dict, `program_id`).
+    """
+
+    TYPE: ClassVar[str] = "archive_query"
+    SUBJECT: ClassVar[str] = T.QUERY_ARCHIVE
+
+    task_id: str
+    what: str
+    generation: int | None = None
+    program_id: str | None = None
+    """For "record": the program whose record is wanted."""
+
+    def subject(self) -> str:
+        return T.sharded(T.QUERY_ARCHIVE, self.task_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class ArchiveAnswer(Message):
+    """The archive's reply: `result` for the query, or `error` naming what was wrong."""
+
+    TYPE: ClassVar[str] = "archive_answer"
+
+    task_id: str
+    what: str
+    result: Any = None
+    error: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

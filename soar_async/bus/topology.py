@@ -46,6 +46,12 @@ EVT_COMPLETIONS = "soar.evt.completions"
 EVT_EVALUATED = "soar.evt.evaluated"
 EVT_TASK_STATUS = "soar.evt.task.status"
 EVT_MODEL_UPDATED = "soar.evt.model.updated"
+EVT_SEARCH = "soar.evt.search"
+"""`SearchTask`: a task's search starts (sharded like Evaluated)."""
+EVT_PROPOSALS = "soar.evt.proposals"
+"""`Proposals`: the programs one generation request yielded, or its slot skipped (sharded)."""
+QUERY_ARCHIVE = "soar.q.archive"
+"""Core NATS request/reply: `soar.q.archive.<shard>.<task>` reaches the archive owning the task."""
 DEAD_LETTER = "soar.dlq"
 """`soar.dlq.<role>`: payloads that would not decode, validate or succeed; original bytes kept."""
 LOG = "soar.log"
@@ -97,12 +103,17 @@ def gen_subject(task_id: str) -> str:
     return f"{WORK_GEN}.{subject_token(task_id)}"
 
 
+def sharded(prefix: str, task_id: str) -> str:
+    """`<prefix>.<shard>.<task>`: a per-task subject that partitioned readers can filter on."""
+    return f"{prefix}.{shard(task_id)}.{subject_token(task_id)}"
+
+
 def completions_subject(task_id: str) -> str:
-    return f"{EVT_COMPLETIONS}.{subject_token(task_id)}"
+    return sharded(EVT_COMPLETIONS, task_id)
 
 
 def evaluated_subject(task_id: str) -> str:
-    return f"{EVT_EVALUATED}.{shard(task_id)}.{subject_token(task_id)}"
+    return sharded(EVT_EVALUATED, task_id)
 
 
 def evaluated_filter(task_id: str) -> str:
@@ -111,8 +122,9 @@ def evaluated_filter(task_id: str) -> str:
 
 
 def task_status_subject(task_id: str) -> str:
-    """Where a task's status changes are published, so a reader can follow just its own tasks."""
-    return f"{EVT_TASK_STATUS}.{subject_token(task_id)}"
+    """Where a task's status changes are published, so a reader can follow just its own tasks
+    (sharded, so that a partitioned actor follows the tasks it owns)."""
+    return sharded(EVT_TASK_STATUS, task_id)
 
 
 def task_token_of(subject: str) -> str:

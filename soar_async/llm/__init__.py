@@ -35,6 +35,10 @@ async def open_engine(model: ModelConfig) -> Engine:
         from soar_async.llm.openai_engine import OpenAIEngine
 
         return await OpenAIEngine.start(model)
+    if model.engine == "double":
+        from soar_async.llm.double import ScriptedEngine
+
+        return await ScriptedEngine.start(model.path)
     if model.engine == "transformers":
         from soar_async.llm.hf_engine import HFEngine
 

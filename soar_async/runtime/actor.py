@@ -118,6 +118,10 @@ class Actor(Generic[In]):
     role: ClassVar[str] = ""
     inputs: ClassVar[tuple[Input, ...]] = ()
     default_concurrency: ClassVar[int] = 1
+    serves: ClassVar[str | None] = None
+    """A sharded subject prefix (`soar.q.archive`) on which the actor answers requests
+    (core NATS request/reply, `answer()`), for the shards of its partition: the place of a
+    stateful actor's queries, so that askers reach the worker that holds the task."""
 
     def __init__(self, ctx: ActorContext) -> None:
         self.ctx = ctx
@@ -143,6 +147,10 @@ class Actor(Generic[In]):
 
     async def handle(self, msg: In) -> Message | Sequence[Message] | None:
         """Process one input; returned messages are published (with dedup) before the ack."""
+        raise NotImplementedError
+
+    async def answer(self, query: Message) -> Message:
+        """Reply to one request on `serves` (only actors that set `serves`)."""
         raise NotImplementedError
 
     def ids(self, msg: In) -> dict[str, Any]:
@@ -281,6 +289,9 @@ class ActorRunner:
                 services.start_soon(self._keepalive_loop)
                 for feed in self.feeds:
                     await services.start(watch_max_deliveries, self.bus, feed, self.actor_cls.role)
+                if self.actor_cls.serves:
+                    # Answered until the end (after this worker's subscriptions, so unsubscribed first).
+                    subs.extend(await self._serve(services, self.actor_cls.serves))
                 task_status.started()
                 self.log.info("actor running", inputs=[f.subject for f in self.feeds], worker=self.worker_id)
                 async with anyio.create_task_group() as handlers:
@@ -289,7 +300,7 @@ class ActorRunner:
                         handlers.cancel_scope.cancel()
                     with self._fetching:
                         async with anyio.create_task_group() as fetchers:
-                            for feed, sub in zip(self.feeds, subs, strict=True):
+                            for feed, sub in zip(self.feeds, subs[: len(self.feeds)], strict=True):
                                 fetchers.start_soon(self._fetch_loop, feed, sub, handlers)
                     # Fetching was cancelled (a stop): in-flight work has until the deadline.
                     self.state = "draining"
@@ -309,6 +320,40 @@ class ActorRunner:
                 with anyio.move_on_after(30):
                     await self.actor.teardown()
             self.log.info("actor stopped", **self.counters.as_dict())
+
+    # -- request/reply ------------------------------------------------------------------
+
+    async def _serve(self, group: anyio.abc.TaskGroup, prefix: str) -> list[Any]:
+        """Subscribe to the requests of this worker's shards and answer each in `group`.
+
+        A queue group per role and partition: two workers owning the same shards share them.
+        A request that cannot be decoded or answered gets an `error` reply naming why
+        (never silence: the asker would wait out its timeout).
+        """
+        from soar_async.bus.topology import partition_filters
+        from soar_async.messages import ArchiveAnswer
+
+        part = self.ctx.partition
+        subjects = [f"{prefix}.>"] if part is None else partition_filters(prefix, *part)
+        queue = self.actor_cls.role if part is None else f"{self.actor_cls.role}-p{part[0]}of{part[1]}"
+
+        async def one(m: Msg) -> None:
+            try:
+                query = decode(m.data)
+                reply: Message = await self.actor.answer(query)
+            except Exception as e:  # a bad question must not take the worker down
+                self.log.warning("query failed", subject=m.subject, error=repr(e))
+                reply = ArchiveAnswer(task_id="", what="", error=f"{type(e).__name__}: {e}")
+            if m.reply:
+                try:
+                    await self.bus.nc.publish(m.reply, reply.encode())
+                except Exception as e:
+                    self.log.warning("could not send a reply", subject=m.subject, error=repr(e))
+
+        async def cb(m: Msg) -> None:
+            group.start_soon(one, m)
+
+        return [await self.bus.nc.subscribe(subj, queue=queue, cb=cb) for subj in subjects]
 
     # -- the fetch loop -------------------------------------------------------------------
 

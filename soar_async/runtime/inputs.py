@@ -106,9 +106,9 @@ class Events:
         subjects: subject filters on the events stream (wildcards allowed).
         message: the event class, or None to accept any message type (decoded by its tag).
         name: consumer name; default: the role. A partitioned worker appends `-p<i>of<n>`.
-        shard_prefix: for partitioning: the subject prefix below which events carry their
-            task's shard (`soar.evt.evaluated`); a partitioned worker then filters on its
-            shards instead of `subjects`.
+        shard_prefix: for partitioning: the subject prefix (or prefixes, one per subject)
+            below which events carry their task's shard (`soar.evt.evaluated`); a
+            partitioned worker then filters on its shards instead of `subjects`.
         start: where a new consumer starts: "all" (replay everything stored) or "new".
         ack_wait: seconds before an unacked event is redelivered.
         max_deliver: deliveries before an event that keeps failing is dead-lettered (copied,
@@ -119,7 +119,7 @@ class Events:
     subjects: tuple[str, ...]
     message: type[Message] | None = None
     name: str = ""
-    shard_prefix: str | None = None
+    shard_prefix: str | tuple[str, ...] | None = None
     start: Literal["all", "new"] = "all"
     ack_wait: float = 30.0
     max_deliver: int = 5
@@ -137,7 +137,8 @@ class Events:
         index, count = partition
         if not (1 <= count <= SHARDS and 0 <= index < count):
             raise ValueError(f"partition {index} of {count}: need 0 <= index < count <= {SHARDS}")
-        return partition_filters(self.shard_prefix, index, count)
+        prefixes = (self.shard_prefix,) if isinstance(self.shard_prefix, str) else self.shard_prefix
+        return sorted(f for p in prefixes for f in partition_filters(p, index, count))
 
     async def open(
         self, bus: Bus, topology: Topology, *, role: str, worker_id: str, partition: Partition | None

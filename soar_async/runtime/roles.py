@@ -13,14 +13,19 @@ from soar_async.runtime.actor import Actor
 ROLES: dict[str, str] = {
     "executor": "actors.executor:Executor",
     "llm": "actors.llm:LLMWorker",
+    "proposer": "actors.proposer:Proposer",
+    "refiner": "actors.refiner:Refiner",
+    "archive": "actors.archive:Archive",
 }
-"""Role name -> `module:Class`. Later issues add proposer, refiner, llm, archive, trainer, conductor."""
+"""Role name -> `module:Class`. Later issues add the trainer and the conductor."""
 
-UP_ACTORS: list[tuple[str, int | None]] = [
-    ("executor", None),
-]
+SEARCH_ACTORS: list[tuple[str, int | None]] = [("proposer", None), ("refiner", None), ("archive", None)]
+"""The search's own actors: light, one of each per machine (or per partition)."""
+
+UP_ACTORS: list[tuple[str, int | None]] = [("executor", None), *SEARCH_ACTORS]
 """The actors `soar up` starts on one machine, with their concurrency (None: the role's default).
-Extend this list as actors land; `soar up --role R[:N]` overrides it."""
+The LLM worker is not among them (it loads a model: `soar up --role llm` or `soar worker
+--role llm` on a GPU machine); `soar up --role R[:N]` overrides the list."""
 
 
 def resolve_role(name: str) -> type[Actor[Any]]:

@@ -1,0 +1,141 @@
+"""Archive: every program and every completion of its tasks, materialised into SQLite.
+
+A durable, partitioned reader of `SearchTask`, `Proposals` and `Evaluated` (one consumer,
+so a task's plan is stored before its programs), writing `archive*.sqlite` in the run
+directory (`soar_async.search.store`). Every write is keyed, so a redelivered event changes
+nothing. After each event it works out where the task stands and publishes a `TaskStatus`
+when that changed in a way someone waits for (slots resolved, programs right, done).
+
+It answers questions on `soar.q.archive.<shard>.<task>`: "status", "arms" (for REX),
+"record", "records" and "vote".
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from soar_async.bus.topology import EVT_EVALUATED, EVT_PROPOSALS, EVT_SEARCH, QUERY_ARCHIVE
+from soar_async.messages import ArchiveAnswer, ArchiveQuery, Evaluated, Message, Proposals, SearchTask, TaskStatus
+from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError
+from soar_async.runtime.client import publish_task_status
+from soar_async.runtime.inputs import Events, Input
+from soar_async.search.store import ArchiveStore, UnknownTask, store_name
+
+_WATCHED = (
+    "state",
+    "correct",
+    "sample_resolved",
+    "refine_resolved",
+    "sampling_settled",
+    "generation",
+)
+"""Status fields whose change is published at once; other counters at most every second."""
+
+
+class Archive(Actor[Message]):
+    role: ClassVar[str] = "archive"
+    inputs: ClassVar[tuple[Input, ...]] = (
+        Events(
+            (f"{EVT_SEARCH}.>", f"{EVT_PROPOSALS}.>", f"{EVT_EVALUATED}.>"),
+            None,
+            shard_prefix=(EVT_SEARCH, EVT_PROPOSALS, EVT_EVALUATED),
+            max_deliver=20,
+        ),
+    )
+    serves: ClassVar[str | None] = QUERY_ARCHIVE
+    default_concurrency: ClassVar[int] = 16
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.store: ArchiveStore | None = None
+        self._published: dict[str, tuple[tuple[Any, ...], tuple[Any, ...], float]] = {}
+
+    async def setup(self) -> None:
+        path = (self.ctx.run_dir or Path(".")) / store_name(self.ctx.partition)
+        self.store = ArchiveStore(path)
+        self.ctx.log.info("archive open", path=str(path), tasks=len(self.store.task_ids()))
+
+    async def teardown(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def handle(self, msg: Message) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            if isinstance(msg, SearchTask):
+                try:
+                    store.add_search(msg)
+                except ValueError as e:
+                    raise PermanentError(str(e)) from None
+            elif isinstance(msg, Proposals):
+                store.add_proposals(msg)
+            elif isinstance(msg, Evaluated):
+                try:
+                    store.add_evaluated(msg)
+                except ValueError as e:  # an event that contradicts its task: never storable
+                    raise PermanentError(str(e)) from None
+            else:
+                return
+            status = store.status(msg.task_id)
+        except UnknownTask as e:
+            # Its SearchTask may still be on the way (another partition count, a replay):
+            # retried with backoff, dead-lettered with this reason if it never comes.
+            raise TransientError(str(e)) from None
+        await self._maybe_publish(status)
+
+    async def _maybe_publish(self, st: TaskStatus) -> None:
+        assert self.store is not None
+        key = tuple(getattr(st, f) for f in _WATCHED)
+        counts = (st.programs, st.pending, st.arms, st.tokens, st.best_fitness)
+        last = self._published.get(st.task_id)
+        now = time.monotonic()
+        if last is not None and last[0] == key and (last[1] == counts or now - last[2] < 1.0):
+            return
+        self._published[st.task_id] = (key, counts, now)
+        if st.state == "done" and (last is None or last[0][0] != "done"):
+            self.store.mark_done(st.task_id, st.generation)
+            self.ctx.log.info(
+                "task done", programs=st.programs, correct=st.correct, best=round(st.best_fitness, 3), tokens=st.tokens
+            )
+        await publish_task_status(self.ctx.bus, [st])
+
+    async def answer(self, query: Message) -> Message:
+        store = self.store
+        if store is None:
+            return ArchiveAnswer(task_id="", what="", error="archive not open")
+        if not isinstance(query, ArchiveQuery):
+            return ArchiveAnswer(task_id="", what="", error=f"not an archive query: {type(query).__name__}")
+        tid = query.task_id
+        try:
+            result: Any
+            if query.what == "status":
+                result = store.status(tid, query.generation).to_dict()
+            elif query.what == "arms":
+                gen = query.generation if query.generation is not None else store.latest_generation(tid) or 0
+                asked = store.refinements_asked(tid, gen)
+                result = {
+                    "arms": [
+                        {"program_id": a.program_id, "fitness": a.fitness, "island": a.island} for a in store.arms(tid)
+                    ],
+                    "asked": [[p, i, n] for (p, i), n in asked.items()],
+                    "asked_any": bool(store.resolved_slots(tid, gen, "refine")),
+                }
+            elif query.what == "record":
+                rec = store.record(query.program_id or "")
+                if rec is None:
+                    return ArchiveAnswer(task_id=tid, what=query.what, error=f"no program {query.program_id}")
+                result = rec.to_dict()
+            elif query.what == "records":
+                result = [r.to_dict() for r in store.records(tid)]
+            elif query.what == "vote":
+                c, attempts = self.ctx.config.vote.c, self.ctx.config.vote.attempts
+                result = store.attempts(tid, c=c, n_attempts=attempts)
+            else:
+                return ArchiveAnswer(task_id=tid, what=query.what, error=f"unknown query {query.what!r}")
+        except UnknownTask as e:
+            return ArchiveAnswer(task_id=tid, what=query.what, error=str(e))
+        return ArchiveAnswer(task_id=tid, what=query.what, result=result)

@@ -1,0 +1,233 @@
+"""What the proposer and the refiner share: plans, claims, early stop, turning completions into work.
+
+Both are partitioned readers of durable events that keep no state they cannot rebuild:
+the plan of a task comes from its `SearchTask` (kept in the events stream), the decision to
+start a phase is claimed once in the key-value store, and everything else is derived from
+the slot numbers carried in each request's `meta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import nats.js.errors
+
+from soar_async.bus.conn import Bus
+from soar_async.bus.topology import EVT_SEARCH, KV_STATE, KV_TASKS, STREAM_EVENTS, sharded, subject_token
+from soar_async.config import SearchConfig
+from soar_async.messages import (
+    ArchiveAnswer,
+    ArchiveQuery,
+    Completions,
+    DecodeError,
+    ExecRequest,
+    GenRequest,
+    Proposals,
+    SearchTask,
+    TaskStatus,
+)
+from soar_async.runtime.actor import TransientError
+from soar_async.search.plan import Plan, entries_of
+
+
+class Plans:
+    """Plans by (task, generation): from the `SearchTask`s seen, else the latest one stored."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._plans: dict[tuple[str, int], Plan] = {}
+
+    def add(self, msg: SearchTask) -> Plan:
+        plan = Plan.of(msg)
+        self._plans[(msg.task_id, msg.generation)] = plan
+        return plan
+
+    async def get(self, task_id: str, generation: int) -> Plan:
+        got = self._plans.get((task_id, generation))
+        if got is not None:
+            return got
+        try:
+            with anyio.fail_after(self.bus.cfg.request_timeout):
+                raw = await self.bus.js.get_last_msg(STREAM_EVENTS, sharded(EVT_SEARCH, task_id))
+            msg = SearchTask.decode(raw.data or b"")
+        except nats.js.errors.NotFoundError:
+            raise TransientError(f"no SearchTask stored for task {task_id} yet") from None
+        except DecodeError as e:
+            raise TransientError(f"stored SearchTask of {task_id} unreadable: {e.reason}") from None
+        if msg.generation != generation:
+            raise TransientError(
+                f"latest search of {task_id} is generation {msg.generation}, event is for {generation}"
+            )
+        return self.add(msg)
+
+
+async def begin(bus: Bus, key: str) -> bool:
+    """Whether the caller should send the start of a phase: True the first time, and again
+    while the start was begun but not confirmed (`started`): a crash in between must not
+    lose it, and a resend of the same request ids is dropped by the queue's dedup window."""
+    kv = await bus.js.key_value(KV_STATE)
+    with anyio.fail_after(bus.cfg.request_timeout):
+        try:
+            await kv.create(key, b"starting")
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await kv.get(key)
+            return entry.value == b"starting"
+
+
+async def started(bus: Bus, key: str) -> None:
+    kv = await bus.js.key_value(KV_STATE)
+    with anyio.fail_after(bus.cfg.request_timeout):
+        await kv.put(key, b"started")
+
+
+def claim_key(kind: str, plan: Plan) -> str:
+    return f"search.{plan.generation}.{kind}.{subject_token(plan.task.id)}"
+
+
+async def current_status(bus: Bus, task_id: str) -> TaskStatus | None:
+    """The archive's latest word on the task (None before it said anything)."""
+    kv = await bus.js.key_value(KV_TASKS)
+    try:
+        with anyio.fail_after(bus.cfg.request_timeout):
+            entry = await kv.get(subject_token(task_id))
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    try:
+        return TaskStatus.decode(entry.value or b"")
+    except DecodeError:
+        return None
+
+
+async def should_stop(bus: Bus, plan: Plan) -> bool:
+    """Whether the task has enough programs right on every train pair to stop searching."""
+    if plan.stop_after_correct <= 0:
+        return False
+    st = await current_status(bus, plan.task.id)
+    return st is not None and st.correct >= plan.stop_after_correct
+
+
+async def ask_archive(bus: Bus, query: ArchiveQuery, *, timeout: float = 10.0) -> Any:
+    """Ask the archive that owns the task; its `result`, or TransientError (no archive yet, an error)."""
+    import nats.errors
+
+    try:
+        reply = await bus.nc.request(query.subject(), query.encode(), timeout=timeout)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as e:
+        raise TransientError(f"archive did not answer {query.what} for {query.task_id}: {e!r}") from None
+    ans = ArchiveAnswer.decode(reply.data)
+    if ans.error:
+        raise TransientError(f"archive could not answer {query.what} for {query.task_id}: {ans.error}")
+    return ans.result
+
+
+def gen_request(
+    plan: Plan,
+    kind: str,
+    slot: int,
+    messages: Sequence[dict[str, Any]],
+    search: SearchConfig,
+    *,
+    parent_id: str | None = None,
+    island: int | None = None,
+    model_version: str | None = None,
+) -> GenRequest:
+    return GenRequest(
+        request_id=plan.request_id(kind, slot),
+        task_id=plan.task.id,
+        kind=kind,
+        messages=list(messages),
+        n=plan.size(kind, slot),
+        max_tokens=search.max_tokens_sample if kind == "sample" else search.max_tokens_refine,
+        temperature=search.temperature,
+        min_p=search.min_p,
+        parent_id=parent_id,
+        model_version=model_version,
+        generation=plan.generation,
+        meta={"slot": slot, **({"island": island} if island is not None else {})},
+    )
+
+
+def skipped(plan: Plan, kind: str, slots: Sequence[int]) -> list[Proposals]:
+    """Resolve slots that will never be requested (the task stopped early or cannot refine)."""
+    return [
+        Proposals(
+            task_id=plan.task.id,
+            kind=kind,
+            slot=s,
+            generation=plan.generation,
+            request_id=plan.request_id(kind, s),
+            skipped=True,
+        )
+        for s in slots
+    ]
+
+
+def chain(plan: Plan, kind: str, slot: int) -> list[int]:
+    """The slots after `slot` that its completion is responsible for: slot + window, + 2 window...
+
+    Slots 0..window-1 start a phase; the completion of slot k issues k + window. When the
+    task stops, the completion of k skips its whole chain, so every slot resolves once."""
+    return list(range(slot + plan.window, plan.slots(kind), plan.window))
+
+
+class Proposing:
+    """Completions in, execution requests and one `Proposals` out; a duplicate norm is not run twice.
+
+    `seen` remembers the norms this worker already sent per task; after a restart it is
+    empty and a duplicate may run once more, which the archive absorbs (same program id,
+    same norm: stored once, counted as written).
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, set[str]] = {}
+
+    def process(self, plan: Plan, msg: Completions, *, origin: str, island: int | None = None) -> list[Any]:
+        entries = entries_of(plan.task, msg)
+        seen = self.seen.setdefault(plan.task.id, set())
+        execs: list[ExecRequest] = []
+        for e in entries:
+            if e["norm"] is None or e["norm"] in seen:
+                continue
+            seen.add(e["norm"])
+            execs.append(
+                ExecRequest(
+                    program_id=e["program_id"],
+                    task_id=plan.task.id,
+                    code=e["code"],
+                    inputs=plan.task.inputs(),
+                    train_outputs=[p.output for p in plan.task.train],
+                    parent_id=msg.parent_id,
+                    generation=plan.generation,
+                    origin=origin,
+                    model_version=msg.model_version or "",
+                    task_digest=plan.task.digest,
+                )
+            )
+        slot = int(msg.meta.get("slot", -1))
+        proposals = Proposals(
+            task_id=plan.task.id,
+            kind=msg.kind,
+            slot=slot,
+            generation=plan.generation,
+            request_id=msg.request_id,
+            entries=entries,
+            parent_id=msg.parent_id,
+            island=island,
+            model_version=msg.model_version or "",
+            prompt_tokens=msg.prompt_tokens,
+            completion_tokens=msg.completion_tokens,
+        )
+        return [*execs, proposals]
+
+
+def slot_of(msg: Completions, plan: Plan) -> int:
+    """The slot a completion answers, checked against the plan (a foreign one is a permanent error)."""
+    from soar_async.runtime.actor import PermanentError
+
+    slot = msg.meta.get("slot")
+    if not isinstance(slot, int) or not 0 <= slot < plan.slots(msg.kind):
+        raise PermanentError(f"completions {msg.request_id}: slot {slot!r} is not one of the plan's")
+    return slot

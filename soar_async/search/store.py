@@ -1,0 +1,371 @@
+"""The archive's SQLite store: every program, every completion, every slot, idempotently.
+
+One file per archive partition in the run directory (WAL: readers such as `soar results`
+never block the writer). Every write is keyed by what it records (program id; task,
+generation, kind and slot; completion index), so a redelivered event changes nothing.
+
+Duplicates: programs whose normalised code is equal (`plan.norm_key`) share a `norm`. The
+search runs a norm once; the vote counts it as often as the model wrote it (the number of
+completions carrying that norm), as SOAR counts every sampled program.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from soar_async.arc import Grid, Task, parse_task
+from soar_async.messages import Evaluated, Proposals, SearchTask, TaskStatus
+from soar_async.records import ProgramRecord
+from soar_async.scoring import vote
+from soar_async.search.plan import REFINE, SAMPLE, Plan, norm_key
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT NOT NULL, generation INTEGER NOT NULL, digest TEXT NOT NULL, task_json TEXT NOT NULL,
+    samples INTEGER NOT NULL, refinements INTEGER NOT NULL, n_sample INTEGER NOT NULL,
+    n_refine INTEGER NOT NULL, stop_after_correct INTEGER NOT NULL,
+    sample_slots INTEGER NOT NULL, refine_slots INTEGER NOT NULL,
+    created_at REAL NOT NULL, done_at REAL,
+    PRIMARY KEY (task_id, generation)
+);
+CREATE TABLE IF NOT EXISTS programs (
+    program_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, digest TEXT NOT NULL, norm TEXT NOT NULL,
+    code TEXT NOT NULL, record TEXT NOT NULL,
+    n_train INTEGER NOT NULL, n_train_correct INTEGER NOT NULL, fitness REAL NOT NULL,
+    all_train INTEGER NOT NULL, raised INTEGER NOT NULL, test_score REAL,
+    parent_id TEXT, origin TEXT NOT NULL, model_version TEXT NOT NULL, generation INTEGER NOT NULL,
+    duration_s REAL NOT NULL, evaluated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS programs_task ON programs (task_id, norm);
+CREATE TABLE IF NOT EXISTS slots (
+    task_id TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL, slot INTEGER NOT NULL,
+    request_id TEXT NOT NULL, skipped INTEGER NOT NULL, parent_id TEXT, island INTEGER,
+    model_version TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (task_id, generation, kind, slot)
+);
+CREATE TABLE IF NOT EXISTS completions (
+    task_id TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL, slot INTEGER NOT NULL,
+    idx INTEGER NOT NULL, program_id TEXT, norm TEXT, code TEXT, tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    PRIMARY KEY (task_id, generation, kind, slot, idx)
+);
+CREATE INDEX IF NOT EXISTS completions_norm ON completions (task_id, norm);
+"""
+
+
+class UnknownTask(LookupError):
+    """An event about a task the store has no `SearchTask` for (yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """A candidate parent for REX: a program that ran without error on every input."""
+
+    program_id: str
+    fitness: float
+    origin: str
+    parent_id: str | None
+    island: int | None
+    """The island of the refinement that wrote it; None for samples (roots of every island)."""
+
+
+class ArchiveStore:
+    """SQLite tables of one archive partition. Not thread-safe: one actor owns it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._tasks: dict[tuple[str, str], Task] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ArchiveStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes (idempotent)
+
+    def add_search(self, msg: SearchTask) -> Plan:
+        """Record a task's search plan; a second one for the same task and generation is ignored."""
+        plan = Plan.of(msg)
+        self.db.execute(
+            "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+            (
+                msg.task_id,
+                msg.generation,
+                plan.task.digest,
+                json.dumps(msg.task, separators=(",", ":")),
+                plan.samples,
+                plan.refinements,
+                plan.n_sample,
+                plan.n_refine,
+                plan.stop_after_correct,
+                plan.slots(SAMPLE),
+                plan.slots(REFINE),
+                time.time(),
+            ),
+        )
+        return plan
+
+    def add_proposals(self, msg: Proposals) -> bool:
+        """Record one resolved slot and its completions; False when it was already recorded."""
+        if msg.kind not in (SAMPLE, REFINE):
+            raise ValueError(f"proposals of kind {msg.kind!r} (expected sample or refine)")
+        with self.db:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO slots VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    msg.task_id,
+                    msg.generation,
+                    msg.kind,
+                    msg.slot,
+                    msg.request_id,
+                    int(msg.skipped),
+                    msg.parent_id,
+                    msg.island,
+                    msg.model_version,
+                    msg.prompt_tokens,
+                    msg.completion_tokens,
+                    msg.created_at,
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            self.db.executemany(
+                "INSERT OR IGNORE INTO completions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        msg.task_id,
+                        msg.generation,
+                        msg.kind,
+                        msg.slot,
+                        i,
+                        e.get("program_id"),
+                        e.get("norm"),
+                        e.get("code"),
+                        int(e.get("tokens") or 0),
+                        str(e.get("finish_reason") or ""),
+                    )
+                    for i, e in enumerate(msg.entries)
+                ],
+            )
+        return True
+
+    def task(self, task_id: str, digest: str | None = None) -> Task:
+        """The task as searched (latest generation; the one with `digest` when given)."""
+        key = (task_id, digest or "")
+        if key in self._tasks:
+            return self._tasks[key]
+        q = "SELECT task_json FROM tasks WHERE task_id=?" + (" AND digest=?" if digest else "")
+        row = self.db.execute(q + " ORDER BY generation DESC LIMIT 1", (task_id, digest) if digest else (task_id,))
+        got = row.fetchone()
+        if got is None:
+            raise UnknownTask(f"no search recorded for task {task_id!r}" + (f" with digest {digest}" if digest else ""))
+        task = parse_task(task_id, json.loads(got[0]))
+        self._tasks[key] = task
+        return task
+
+    def add_evaluated(self, ev: Evaluated) -> bool:
+        """Record an executed program; False when it was already recorded."""
+        task = self.task(ev.task_id, ev.task_digest or None)
+        rec = ProgramRecord.from_evaluated(task, ev)
+        test = rec.test_accuracy
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.id,
+                rec.task_id,
+                rec.task_digest,
+                norm_key(rec.code),
+                rec.code,
+                json.dumps(rec.to_dict(), separators=(",", ":")),
+                len(rec.train_correct),
+                rec.n_train_correct,
+                rec.train_accuracy,
+                int(rec.all_train_correct),
+                int(rec.raised_any),
+                test,
+                rec.parent_id,
+                rec.origin,
+                rec.model_version,
+                rec.generation,
+                float(ev.duration_s),
+                time.time(),
+            ),
+        )
+        return cur.rowcount > 0
+
+    def add_record(self, rec: ProgramRecord) -> bool:
+        """Import a program evaluated elsewhere (a parquet file of released programs); it counts
+        once in the vote. False when the program is already stored."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.id, rec.task_id, rec.task_digest, norm_key(rec.code), rec.code,
+                json.dumps(rec.to_dict(), separators=(",", ":")), len(rec.train_correct), rec.n_train_correct,
+                rec.train_accuracy, int(rec.all_train_correct), int(rec.raised_any), rec.test_accuracy,
+                rec.parent_id, rec.origin, rec.model_version, rec.generation, 0.0, time.time(),
+            ),
+        )  # fmt: skip
+        return cur.rowcount > 0
+
+    # ------------------------------------------------------------------ reads
+
+    def task_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT task_id FROM tasks ORDER BY task_id")]
+
+    def latest_generation(self, task_id: str) -> int | None:
+        row = self.db.execute("SELECT MAX(generation) FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+        return row[0] if row else None
+
+    def status(self, task_id: str, generation: int | None = None) -> TaskStatus:
+        """Where the task's search stands, from the tables alone."""
+        gen = self.latest_generation(task_id) if generation is None else generation
+        plan = self.db.execute(
+            "SELECT sample_slots, refine_slots, stop_after_correct FROM tasks WHERE task_id=? AND generation=?",
+            (task_id, gen),
+        ).fetchone()
+        if plan is None:
+            raise UnknownTask(f"no search recorded for task {task_id!r} in generation {gen}")
+        sample_slots, refine_slots, _stop = plan
+        resolved = dict(
+            self.db.execute(
+                "SELECT kind, COUNT(*) FROM slots WHERE task_id=? AND generation=? GROUP BY kind", (task_id, gen)
+            ).fetchall()
+        )
+        programs, correct, best, arms = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(all_train),0), COALESCE(MAX(fitness),0), COALESCE(SUM(raised=0),0) "
+            "FROM programs WHERE task_id=?",
+            (task_id,),
+        ).fetchone()
+        pending_by_kind = dict(
+            self.db.execute(
+                "SELECT c.kind, COUNT(DISTINCT c.norm) FROM completions c WHERE c.task_id=? AND c.generation=? "
+                "AND c.norm IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM programs p WHERE p.task_id=c.task_id AND p.norm=c.norm) GROUP BY c.kind",
+                (task_id, gen),
+            ).fetchall()
+        )
+        pending = self.db.execute(
+            "SELECT COUNT(DISTINCT c.norm) FROM completions c WHERE c.task_id=? AND c.generation=? "
+            "AND c.norm IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM programs p WHERE p.task_id=c.task_id AND p.norm=c.norm)",
+            (task_id, gen),
+        ).fetchone()[0]
+        tokens = self.db.execute(
+            "SELECT COALESCE(SUM(completion_tokens),0) FROM slots WHERE task_id=? AND generation=?", (task_id, gen)
+        ).fetchone()[0]
+        s_res, r_res = resolved.get(SAMPLE, 0), resolved.get(REFINE, 0)
+        settled = s_res >= sample_slots and pending_by_kind.get(SAMPLE, 0) == 0
+        done = settled and r_res >= refine_slots and pending == 0
+        return TaskStatus(
+            task_id=task_id,
+            state="done" if done else "running",
+            programs=programs,
+            correct=correct,
+            best_fitness=best,
+            generation=gen,
+            sample_slots=sample_slots,
+            sample_resolved=s_res,
+            refine_slots=refine_slots,
+            refine_resolved=r_res,
+            pending=pending,
+            arms=arms,
+            tokens=tokens,
+            sampling_settled=settled,
+        )
+
+    def mark_done(self, task_id: str, generation: int) -> None:
+        self.db.execute(
+            "UPDATE tasks SET done_at=? WHERE task_id=? AND generation=? AND done_at IS NULL",
+            (time.time(), task_id, generation),
+        )
+
+    def arms(self, task_id: str) -> list[Arm]:
+        """Programs that ran without error, each with the island of the refinement that first wrote it."""
+        rows = self.db.execute(
+            "SELECT p.program_id, p.fitness, p.origin, p.parent_id, "
+            "(SELECT s.island FROM completions c JOIN slots s USING (task_id, generation, kind, slot) "
+            " WHERE c.task_id=p.task_id AND c.norm=p.norm AND c.kind='refine' ORDER BY s.created_at LIMIT 1) "
+            "FROM programs p WHERE p.task_id=? AND p.raised=0 ORDER BY p.evaluated_at",
+            (task_id,),
+        ).fetchall()
+        return [Arm(pid, fit, origin, parent, island) for pid, fit, origin, parent, island in rows]
+
+    def refinements_asked(self, task_id: str, generation: int) -> dict[tuple[str, int], int]:
+        """(parent id, island) -> refinement requests resolved with that parent: REX's N."""
+        rows = self.db.execute(
+            "SELECT parent_id, island, COUNT(*) FROM slots WHERE task_id=? AND generation=? AND kind='refine' "
+            "AND skipped=0 AND parent_id IS NOT NULL GROUP BY parent_id, island",
+            (task_id, generation),
+        ).fetchall()
+        return {(p, int(i if i is not None else 0)): n for p, i, n in rows}
+
+    def resolved_slots(self, task_id: str, generation: int, kind: str) -> set[int]:
+        rows = self.db.execute(
+            "SELECT slot FROM slots WHERE task_id=? AND generation=? AND kind=?", (task_id, generation, kind)
+        )
+        return {r[0] for r in rows}
+
+    def records(self, task_id: str) -> list[ProgramRecord]:
+        """Every evaluated program of the task, one per norm, with `extra["count"]`: how many
+        completions wrote it (at least 1)."""
+        counts = dict(
+            self.db.execute(
+                "SELECT norm, COUNT(*) FROM completions WHERE task_id=? AND norm IS NOT NULL GROUP BY norm",
+                (task_id,),
+            ).fetchall()
+        )
+        out: dict[str, ProgramRecord] = {}
+        for norm, rec_json in self.db.execute(
+            "SELECT norm, record FROM programs WHERE task_id=? ORDER BY evaluated_at", (task_id,)
+        ):
+            if norm in out:
+                continue
+            rec = ProgramRecord.from_dict(json.loads(rec_json))
+            rec.extra["count"] = max(1, counts.get(norm, 0))
+            out[norm] = rec
+        return list(out.values())
+
+    def record(self, program_id: str) -> ProgramRecord | None:
+        row = self.db.execute("SELECT record FROM programs WHERE program_id=?", (program_id,)).fetchone()
+        return None if row is None else ProgramRecord.from_dict(json.loads(row[0]))
+
+    def iter_records(self) -> Iterator[ProgramRecord]:
+        for tid in self.task_ids():
+            yield from self.records(tid)
+
+    def attempts(self, task_id: str, *, c: float, n_attempts: int = 2) -> list[list[Grid]]:
+        """The weighted majority vote over the task's programs, duplicates counted as written."""
+        cands = [(r.test_outputs, r.train_accuracy) for r in self.records(task_id) for _ in range(r.extra["count"])]
+        return vote(cands, c=c, n_attempts=n_attempts)
+
+    def completion_stats(self, task_id: str) -> dict[str, int]:
+        """Completions written for the task: total, without a program, and duplicates of an earlier one."""
+        total, without, distinct = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(norm IS NULL),0), COUNT(DISTINCT norm) FROM completions WHERE task_id=?",
+            (task_id,),
+        ).fetchone()
+        return {"completions": total, "without_program": without, "duplicates": total - without - distinct}
+
+
+def open_stores(run_dir: Path) -> list[ArchiveStore]:
+    """Every archive partition's store found in a run directory."""
+    return [ArchiveStore(p) for p in sorted(run_dir.glob("archive*.sqlite"))]
+
+
+def store_name(partition: tuple[int, int] | None) -> str:
+    return "archive.sqlite" if partition is None else f"archive-p{partition[0]}of{partition[1]}.sqlite"
