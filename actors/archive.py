@@ -42,6 +42,7 @@ class Archive(Actor[Message]):
             None,
             shard_prefix=(EVT_SEARCH, EVT_PROPOSALS, EVT_EVALUATED),
             max_deliver=20,
+            ack_wait=15.0,
         ),
     )
     serves: ClassVar[str | None] = QUERY_ARCHIVE

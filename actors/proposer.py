@@ -39,7 +39,7 @@ class Proposer(Actor[Message]):
             (f"{EVT_SEARCH}.>", f"{EVT_COMPLETIONS}.>"),
             None,
             shard_prefix=(EVT_SEARCH, EVT_COMPLETIONS),
-            ack_wait=60.0,
+            ack_wait=15.0,
         ),
     )
     default_concurrency: ClassVar[int] = 8

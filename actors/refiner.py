@@ -62,7 +62,7 @@ class Refiner(Actor[Message]):
             (f"{EVT_SEARCH}.>", f"{EVT_EVALUATED}.>", f"{EVT_COMPLETIONS}.>", f"{EVT_TASK_STATUS}.>"),
             None,
             shard_prefix=(EVT_SEARCH, EVT_EVALUATED, EVT_COMPLETIONS, EVT_TASK_STATUS),
-            ack_wait=60.0,
+            ack_wait=15.0,
         ),
     )
     default_concurrency: ClassVar[int] = 8

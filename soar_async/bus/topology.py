@@ -176,7 +176,7 @@ class QueueSpec:
 
 QUEUES: dict[str, QueueSpec] = {
     "exec": QueueSpec(STREAM_EXEC, WORK_EXEC, "executor"),
-    "gen": QueueSpec(STREAM_GEN, WORK_GEN, "llm", ack_wait=120.0),
+    "gen": QueueSpec(STREAM_GEN, WORK_GEN, "llm", ack_wait=30.0),  # long generations stay in progress
     "train": QueueSpec(STREAM_TRAIN, WORK_TRAIN, "trainer", ack_wait=300.0, max_deliver=3),
 }
 

@@ -38,6 +38,11 @@ def bus_config(
     if not url and run_dir is not None and (run_dir / URL_FILE).is_file():
         url = (run_dir / URL_FILE).read_text().strip()
         source = f"{run_dir / URL_FILE}, written by `soar up`: is it still running?"
+        if not _listening(url):
+            # Left behind by a process that was killed (kill -9 leaves no chance to remove it):
+            # nothing runs there, so the run directory has no system to join.
+            (run_dir / URL_FILE).unlink(missing_ok=True)
+            url, source = None, ""
     if not url:
         return None
     kw: dict[str, Any] = {}
@@ -60,6 +65,21 @@ def bus_config(
     bc = BusConfig.from_url(url, **kw)
     bc.source = source
     return bc
+
+
+def _listening(url: str) -> bool:
+    """Whether something accepts connections at the first address of `url` (a quick local probe)."""
+    import socket
+    from urllib.parse import urlparse
+
+    first = urlparse(url.split(",")[0].strip())
+    if not first.hostname or not first.port:
+        return True  # not ours to judge
+    try:
+        with socket.create_connection((first.hostname, first.port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def need_bus(
