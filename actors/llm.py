@@ -74,6 +74,22 @@ class LLMWorker(Actor[Message]):
         self._in_engine += 1
         try:
             gen = await self.engine.generate(msg.messages, msg.n, sampling, version=msg.model_version)  # type: ignore[arg-type]
+        except ValueError as e:
+            # The request itself cannot be served (its prompt is longer than the model's
+            # context...): answered with no completions and the reason, so that whoever
+            # asked resolves it rather than waiting for a retry that would fail the same way.
+            self.ctx.log.warning("request cannot be served", error=str(e))
+            return Completions(
+                request_id=msg.request_id,
+                task_id=msg.task_id,
+                texts=[],
+                kind=msg.kind,
+                parent_id=msg.parent_id,
+                worker_id=self.ctx.worker_id,
+                generation=msg.generation,
+                meta=msg.meta,
+                error=str(e)[:500],
+            )
         finally:
             self._in_engine -= 1
         self._done.append((time.monotonic(), gen.completion_tokens))

@@ -248,6 +248,9 @@ class Completions(Message):
     generation: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     """The request's `meta`, unchanged."""
+    error: str = ""
+    """Why the request could not be served at all (e.g. a prompt longer than the model's
+    context); then `texts` is empty. The asker resolves its slot instead of waiting forever."""
 
     def subject(self) -> str:
         return T.completions_subject(self.task_id)
@@ -435,6 +438,8 @@ class Proposals(Message):
     entries: list[dict[str, Any]] = field(default_factory=list)
     skipped: bool = False
     """The slot was never requested: the task stopped before its turn."""
+    error: str = ""
+    """The LLM could not serve the request (`Completions.error`): resolved with no completions."""
     parent_id: str | None = None
     island: int | None = None
     model_version: str = ""

@@ -219,6 +219,7 @@ class Proposing:
             model_version=msg.model_version or "",
             prompt_tokens=msg.prompt_tokens,
             completion_tokens=msg.completion_tokens,
+            error=msg.error,
         )
         return [*execs, proposals]
 
