@@ -79,29 +79,33 @@ class Refiner(Actor[Message]):
 
     async def _state(self, plan: Plan) -> TaskRex:
         """This task's REX state, rebuilt from the archive when this process has none."""
+        st = self.tasks.get((plan.task.id, plan.generation))
+        return st if st is not None else await self._load(plan, None)
+
+    async def _load(self, plan: Plan, st: TaskRex | None) -> TaskRex:
+        """Add the archive's arms (with their islands and refinement counts) to `st` or a fresh state."""
         key = (plan.task.id, plan.generation)
-        st = self.tasks.get(key)
-        if st is not None:
-            return st
-        st = self._fresh(plan)
         got = await ask_archive(
             self.ctx.bus, ArchiveQuery(task_id=plan.task.id, what="arms", generation=plan.generation)
         )
+        if st is None:
+            st = self.tasks.get(key) or self._fresh(plan)
         n = st.forest.n_islands
         for arm in got["arms"]:
+            if any(arm["program_id"] in isl for isl in st.forest.islands):
+                continue
             if arm["island"] is None:
                 st.forest.add_root(arm["program_id"], arm["fitness"])
             else:
                 st.forest.add_child(arm["island"] % n, arm["program_id"], arm["fitness"])
-        for parent, island, times in got["asked"]:
-            isl = st.forest.islands[island % n]
-            if parent in isl:
-                isl.record_refinement(parent, times)
-        st.started = got["asked_any"]
-        if key in self.tasks:  # another handler rebuilt it meanwhile
-            return self.tasks[key]
+        if key not in self.tasks:  # counts only for a state rebuilt after a restart
+            for parent, island, times in got["asked"]:
+                isl = st.forest.islands[island % n]
+                if parent in isl:
+                    isl.record_refinement(parent, times)
+            st.started = st.started or got["asked_any"]
         self.tasks[key] = st
-        self.ctx.log.info("rebuilt REX state from the archive", arms=st.forest.n_arms)
+        self.ctx.log.info("REX arms loaded from the archive", arms=st.forest.n_arms)
         return st
 
     async def handle(self, msg: Message) -> list[Any] | None:
@@ -133,18 +137,23 @@ class Refiner(Actor[Message]):
             if island is None:  # proposed before a restart: any island is as good a guess
                 island = zlib.crc32(rec.id.encode()) % st.forest.n_islands
             st.forest.add_child(island, rec.id, rec.train_accuracy)
-        if st.started:
-            return None
+        await self._start(st)
+        return None
+
+    async def _start(self, st: TaskRex) -> None:
+        """Send the first refinement requests of the task, once (claimed in the KV store)."""
+        if st.started or st.forest.n_arms == 0:
+            return
         st.started = True
+        plan = st.plan
         key = claim_key(REFINE, plan)
         if not await begin(self.ctx.bus, key):
-            return None
+            return
         first = min(plan.window, plan.slots(REFINE))
         for slot in range(first):
             await self.ctx.publish(await self._request(st, slot))
         await started(self.ctx.bus, key)
         self.ctx.log.info("refinement started", slots=plan.slots(REFINE), arms=st.forest.n_arms)
-        return None
 
     async def _on_completions(self, msg: Completions) -> list[Any]:
         plan = await self.plans.get(msg.task_id, msg.generation)
@@ -165,10 +174,24 @@ class Refiner(Actor[Message]):
         return out
 
     async def _on_status(self, status: TaskStatus) -> list[Any] | None:
-        """A task whose sampling settled without any arm cannot refine: resolve its slots."""
-        if not status.sampling_settled or status.arms > 0 or status.refine_slots == 0:
+        """Start or close refinement from what the archive knows.
+
+        Arms the refiner never saw as `Evaluated` (programs imported into the archive, or
+        arms of an earlier process) start it; a task whose sampling settled without a single
+        arm cannot refine: its slots are resolved as skipped."""
+        if status.refine_slots == 0:
             return None
         plan = await self.plans.get(status.task_id, status.generation)
+        st = self.tasks.get((plan.task.id, plan.generation))
+        if st is not None and st.started:
+            return None
+        if status.arms > 0:
+            if st is None or st.forest.n_arms < status.arms:
+                st = await self._load(plan, self.tasks.get((plan.task.id, plan.generation)))
+            await self._start(st)
+            return None
+        if not status.sampling_settled:
+            return None
         key = claim_key(REFINE, plan)
         if not await begin(self.ctx.bus, key):
             return None

@@ -26,6 +26,8 @@ COMMAND_MODULES = [
     "soar_async.commands.sandbox",
     "soar_async.commands.model",
     "soar_async.commands.generate",
+    "soar_async.commands.results",
+    "soar_async.commands.archive",
 ]
 """Modules exposing `register(subparsers)`; each adds its commands and sets `func` on them. A command
 module parses, calls library code and prints; the library never imports `soar_async.commands`."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from soar_async.arc import Grid, Task, parse_task
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS slots (
     task_id TEXT NOT NULL, generation INTEGER NOT NULL, kind TEXT NOT NULL, slot INTEGER NOT NULL,
     request_id TEXT NOT NULL, skipped INTEGER NOT NULL, parent_id TEXT, island INTEGER,
     model_version TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL, error TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (task_id, generation, kind, slot)
 );
 CREATE TABLE IF NOT EXISTS completions (
@@ -126,7 +126,7 @@ class ArchiveStore:
             raise ValueError(f"proposals of kind {msg.kind!r} (expected sample or refine)")
         with self.db:
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO slots VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO slots VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     msg.task_id,
                     msg.generation,
@@ -140,6 +140,7 @@ class ArchiveStore:
                     msg.prompt_tokens,
                     msg.completion_tokens,
                     msg.created_at,
+                    msg.error,
                 ),
             )
             if cur.rowcount == 0:
@@ -360,6 +361,74 @@ class ArchiveStore:
             (task_id,),
         ).fetchone()
         return {"completions": total, "without_program": without, "duplicates": total - without - distinct}
+
+    # ------------------------------------------------------------------ reading finished runs, exchange
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> ArchiveStore:
+        """A store over an existing file that can only read (`soar results`, `soar archive export`):
+        no schema, no journal-mode change; a live run's writer goes on undisturbed (WAL)."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        if not store.path.is_file():
+            raise FileNotFoundError(f"no archive store {store.path}")
+        store.db = sqlite3.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        store._tasks = {}
+        return store
+
+    def program_records(self, task_id: str) -> list[ProgramRecord]:
+        """Every stored program of the task (all rows, in evaluation order), each with
+        `extra["count"]`: the weight `records` gives it (how many completions wrote its norm,
+        at least 1), or 0 for a later row whose norm an earlier row already has (the vote
+        does not count it; `extra["duplicate_of"]` names that row)."""
+        counts = dict(
+            self.db.execute(
+                "SELECT norm, COUNT(*) FROM completions WHERE task_id=? AND norm IS NOT NULL GROUP BY norm",
+                (task_id,),
+            ).fetchall()
+        )
+        first: dict[str, str] = {}
+        out = []
+        for pid, norm, rec_json in self.db.execute(
+            "SELECT program_id, norm, record FROM programs WHERE task_id=? ORDER BY evaluated_at", (task_id,)
+        ):
+            rec = ProgramRecord.from_dict(json.loads(rec_json))
+            if norm in first:
+                rec.extra["count"] = 0
+                rec.extra["duplicate_of"] = first[norm]
+            else:
+                first[norm] = pid
+                rec.extra["count"] = max(1, counts.get(norm, 0))
+            out.append(rec)
+        return out
+
+    def add_records(self, records: Iterable[ProgramRecord]) -> int:
+        """`add_record` for many records (an import of millions), in one transaction; returns how
+        many were new. The rows are `add_record`'s, built without copying the records."""
+        rows = []
+        for rec in records:
+            record = json.dumps({f.name: getattr(rec, f.name) for f in fields(rec)}, separators=(",", ":"))
+            rows.append(
+                (
+                    rec.id, rec.task_id, rec.task_digest, norm_key(rec.code), rec.code, record, len(rec.train_correct),
+                    rec.n_train_correct, rec.train_accuracy, int(rec.all_train_correct), int(rec.raised_any),
+                    rec.test_accuracy, rec.parent_id, rec.origin, rec.model_version, rec.generation, 0.0, time.time(),
+                )
+            )  # fmt: skip
+        before = self.db.total_changes
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return self.db.total_changes - before
+
+    def tokens(self, task_id: str) -> int:
+        """Completion tokens spent on the task, all generations together."""
+        row = self.db.execute("SELECT COALESCE(SUM(completion_tokens),0) FROM slots WHERE task_id=?", (task_id,))
+        return int(row.fetchone()[0])
 
 
 def open_stores(run_dir: Path) -> list[ArchiveStore]:

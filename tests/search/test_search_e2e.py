@@ -90,3 +90,32 @@ def test_search_scores_what_was_worked_out_by_hand(tmp_path: Path) -> None:
     assert identity_prompts
     n_train = len(tasks[TASK_IDS.index("67a3c6ac")].train)
     assert any(f"0/{n_train}" in p["messages"][1]["content"] for p in identity_prompts)
+
+
+@pytest.mark.slow
+def test_a_seeded_program_becomes_a_parent(tmp_path: Path) -> None:
+    """Programs imported into the archive before the search are REX arms like any other:
+    68b16354's samples all crash, yet refinement starts from the imported (right) program."""
+    from soar_async.records import evaluate_native
+    from soar_async.relabel import write_parquet
+    from soar_async.search.exchange import import_parquet
+
+    tasks = load_tasks("arc-agi-1:training#68b16354")
+    flip = "import numpy as np\n\ndef transform(grid):\n    return np.flipud(np.array(grid)).tolist()\n"
+    seeded = evaluate_native(tasks[0], flip)
+    assert seeded.all_train_correct
+    write_parquet([seeded], tmp_path / "seed.parquet")
+    run = tmp_path / "run"
+    got = import_parquet(tmp_path / "seed.parquet", run, tasks="arc-agi-1:training#68b16354")
+    assert got.added == 1
+    prompts = tmp_path / "prompts.jsonl"
+    cfg = double_config(write_script(tmp_path / "script.json", tasks, log=prompts))
+    report = anyio.run(lambda: search(tasks, run_dir=run, config=cfg, resume=True, timeout=300))
+    assert report.unfinished == [] and report.per_task["68b16354"]["score"] == 1.0
+    db = sqlite3.connect(run / "archive.sqlite")
+    refine = db.execute(
+        "SELECT COUNT(*), SUM(skipped), COUNT(DISTINCT parent_id) FROM slots WHERE kind='refine'"
+    ).fetchone()
+    assert refine == (4, 0, 1)
+    assert db.execute("SELECT DISTINCT parent_id FROM slots WHERE kind='refine'").fetchone()[0] == seeded.id
+    assert any("np.flipud" in json.loads(line)["messages"][1]["content"] for line in prompts.read_text().splitlines())
