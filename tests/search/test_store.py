@@ -15,7 +15,7 @@ from soar_async.search.plan import Plan, norm_key, search_task, slot_size, slots
 from soar_async.search.store import ArchiveStore, UnknownTask
 
 ROT180 = "import numpy as np\n\ndef transform(grid):\n    return np.rot90(np.array(grid), 2).tolist()\n"
-ROT180_COMMENTED = "import numpy as np\n\ndef transform(grid):\n    # turn it around\n    return np.rot90(np.array(grid), 2).tolist()\n"
+ROT180_COMMENTED = ROT180.replace("    return", "    # turn it around\n    return")
 IDENTITY = "def transform(grid):\n    return grid\n"
 FLIP = "import numpy as np\n\ndef transform(grid):\n    return np.flipud(np.array(grid)).tolist()\n"
 
