@@ -134,4 +134,5 @@ class Executor(Actor[ExecRequest]):
             model_version=msg.model_version,
             generation=msg.generation,
             task_digest=msg.task_digest,
+            norm=msg.norm,
         )

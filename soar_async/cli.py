@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # vLLM logs every engine detail at INFO into our console; its warnings and errors still show
+    # (VLLM_LOGGING_LEVEL=INFO brings the rest back).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -291,6 +291,9 @@ class ExecRequest(Message):
     """The model that wrote the program ("" for hand-written or baseline programs)."""
     task_digest: str = ""
     """`Task.digest` of the task the inputs come from."""
+    norm: str = ""
+    """Digest of the normalised code (`search.plan.norm_key`) where the sender computed it,
+    so that the archive need not parse the program again."""
     submitted_at: float = field(default_factory=time.time)
 
     def subject(self) -> str:
@@ -336,6 +339,8 @@ class Evaluated(Message):
     origin: str = "sample"
     model_version: str = ""
     task_digest: str = ""
+    norm: str = ""
+    """The request's `norm`, copied."""
 
     def subject(self) -> str:
         return T.evaluated_subject(self.task_id)

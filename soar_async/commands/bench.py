@@ -1,4 +1,4 @@
-"""`soar bench sandbox|bus`: run a benchmark against its baseline and print ratios (code in soar_async.bench)."""
+"""`soar bench sandbox|bus|llm|pipeline`: a benchmark against its baseline, with ratios (code in soar_async.bench)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,57 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_llm(args: argparse.Namespace) -> int:
+    from soar_async.bench.llm import render, run_bench, stdout_to_stderr
+    from soar_async.commands._common import config_from_args
+    from soar_async.logs import configure_logging
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = config_from_args(args)
+    configure_logging(process="bench", console=False)  # the actor's own events would clutter the table
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    with stdout_to_stderr():  # vLLM logs to stdout; stdout carries only the result
+        res = run_bench(cfg, model=args.model, prompts=args.prompts, n=args.n, max_tokens=args.max_tokens,
+                        tasks=args.tasks, max_prompt_tokens=args.max_prompt_tokens, progress=progress)  # fmt: skip
+    print(json.dumps(res, indent=2) if args.json else render(res))
+    return 0
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    import anyio
+
+    from soar_async.bench.pipeline import render, run_bench
+    from soar_async.logs import configure_logging
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        executors = [int(x) for x in args.executors.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--executors takes comma-separated worker counts, got {args.executors!r}") from None
+    configure_logging(process="bench", console=False)  # the actors' own events would clutter the table
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    res = anyio.run(
+        lambda: run_bench(
+            tasks=args.tasks,
+            programs_per_task=args.programs_per_task,
+            executors=executors,
+            n=args.completions_per_request,
+            rounds=args.rounds,
+            progress=progress,
+        )
+    )
+    print(json.dumps(res, indent=2) if args.json else render(res))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark against its baseline and print ratios")
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
@@ -66,3 +117,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--rounds", type=int, default=4, help="times the batch goes through each path")
     b.add_argument("--heavy", type=int, default=5, help="how many of the programs are heavy (default 5)")
     b.set_defaults(func=cmd_bench_bus)
+
+    from soar_async.bench.llm import DEFAULT_TASKS, MAX_PROMPT_TOKENS
+    from soar_async.commands._common import add_config_args
+
+    m = bench_sub.add_parser(
+        "llm", help="generation tokens/s: our LLM actor over NATS vs vllm.LLM.generate on one batch"
+    )
+    m.add_argument("--json", action="store_true", help="print results as JSON")
+    m.add_argument("--model", metavar="DIR", default=None,
+                   help="HF model folder or GGUF file (default: model.path, else SmolLM2-135M-Instruct)")  # fmt: skip
+    m.add_argument("--prompts", type=int, default=16, help="ARC sampling prompts (default 16)")
+    m.add_argument("--n", type=int, default=4, help="completions per prompt (default 4)")
+    m.add_argument("--max-tokens", type=int, default=256, help="max new tokens per completion (default 256)")
+    m.add_argument("--tasks", default=DEFAULT_TASKS, help=f"task selector for the prompts (default {DEFAULT_TASKS})")
+    m.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
+                   help=f"skip tasks with longer prompts (default {MAX_PROMPT_TOKENS})")  # fmt: skip
+    add_config_args(m)
+    m.set_defaults(func=cmd_bench_llm)
+
+    from soar_async.bench.pipeline import DEFAULT_N, DEFAULT_PROGRAMS, DEFAULT_TASKS
+
+    pl = bench_sub.add_parser(
+        "pipeline", help="programs/s through proposer -> executor -> archive (LLM test double) vs the sandbox pool"
+    )
+    pl.add_argument("--json", action="store_true", help="print results as JSON")
+    pl.add_argument("--tasks", type=int, default=DEFAULT_TASKS,
+                    help=f"ARC-AGI-1 training tasks (default {DEFAULT_TASKS})")  # fmt: skip
+    pl.add_argument("--programs-per-task", type=int, default=DEFAULT_PROGRAMS,
+                    help=f"distinct programs sampled per task (default {DEFAULT_PROGRAMS})")  # fmt: skip
+    pl.add_argument("--executors", default="1,2", help="executor (sandbox) worker counts to compare (default 1,2)")
+    pl.add_argument("--completions-per-request", type=int, default=DEFAULT_N,
+                    help=f"completions per sampling request (default {DEFAULT_N})")  # fmt: skip
+    pl.add_argument("--rounds", type=int, default=1, help="measurements per side, median reported (default 1)")
+    pl.set_defaults(func=cmd_bench_pipeline)

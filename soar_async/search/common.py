@@ -204,6 +204,7 @@ class Proposing:
                     origin=origin,
                     model_version=msg.model_version or "",
                     task_digest=plan.task.digest,
+                    norm=e["norm"],
                 )
             )
         slot = int(msg.meta.get("slot", -1))

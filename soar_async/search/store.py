@@ -75,6 +75,27 @@ class Arm:
     """The island of the refinement that wrote it; None for samples (roots of every island)."""
 
 
+@dataclass(slots=True)
+class _Counts:
+    """A task's running totals, so that `status()` after every event costs O(1), not a scan
+    of the task's programs (at SOAR's 6,000 programs per task the scan took 20-45 ms)."""
+
+    programs: int
+    correct: int
+    best: float
+    arms: int
+    evaluated_norms: set[str]
+    pending: dict[tuple[int, str], set[str]]
+    """(generation, kind) -> norms proposed there and not evaluated yet."""
+    resolved: dict[tuple[int, str], int]
+    tokens: dict[int, int]
+
+
+def _record_json(rec: ProgramRecord) -> str:
+    """The record as stored: a shallow dict (json.dumps copies nothing; `to_dict` deep-copies every grid)."""
+    return json.dumps({f.name: getattr(rec, f.name) for f in fields(rec)}, separators=(",", ":"))
+
+
 class ArchiveStore:
     """SQLite tables of one archive partition. Not thread-safe: one actor owns it."""
 
@@ -86,6 +107,9 @@ class ArchiveStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._tasks: dict[tuple[str, str], Task] = {}
+        self._counts: dict[str, _Counts] = {}
+        self._writer = True
+        """Running totals are kept only by the writer: a reader's would miss the writer's events."""
 
     def close(self) -> None:
         self.db.close()
@@ -145,6 +169,13 @@ class ArchiveStore:
             )
             if cur.rowcount == 0:
                 return False
+            c = self._counts.get(msg.task_id)
+            if c is not None:
+                key = (msg.generation, msg.kind)
+                c.resolved[key] = c.resolved.get(key, 0) + 1
+                c.tokens[msg.generation] = c.tokens.get(msg.generation, 0) + msg.completion_tokens
+                waiting = c.pending.setdefault(key, set())
+                waiting.update(e["norm"] for e in msg.entries if e.get("norm") and e["norm"] not in c.evaluated_norms)
             self.db.executemany(
                 "INSERT OR IGNORE INTO completions VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -183,40 +214,38 @@ class ArchiveStore:
         """Record an executed program; False when it was already recorded."""
         task = self.task(ev.task_id, ev.task_digest or None)
         rec = ProgramRecord.from_evaluated(task, ev)
-        test = rec.test_accuracy
+        norm = ev.norm or norm_key(rec.code)
         cur = self.db.execute(
             "INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                rec.id,
-                rec.task_id,
-                rec.task_digest,
-                norm_key(rec.code),
-                rec.code,
-                json.dumps(rec.to_dict(), separators=(",", ":")),
-                len(rec.train_correct),
-                rec.n_train_correct,
-                rec.train_accuracy,
-                int(rec.all_train_correct),
-                int(rec.raised_any),
-                test,
-                rec.parent_id,
-                rec.origin,
-                rec.model_version,
-                rec.generation,
-                float(ev.duration_s),
-                time.time(),
+                rec.id, rec.task_id, rec.task_digest, norm, rec.code, _record_json(rec), len(rec.train_correct),
+                rec.n_train_correct, rec.train_accuracy, int(rec.all_train_correct), int(rec.raised_any),
+                rec.test_accuracy, rec.parent_id, rec.origin, rec.model_version, rec.generation,
+                float(ev.duration_s), time.time(),
             ),
-        )
-        return cur.rowcount > 0
+        )  # fmt: skip
+        if cur.rowcount == 0:
+            return False
+        c = self._counts.get(rec.task_id)
+        if c is not None:
+            c.programs += 1
+            c.correct += int(rec.all_train_correct)
+            c.best = max(c.best, rec.train_accuracy)
+            c.arms += int(not rec.raised_any)
+            c.evaluated_norms.add(norm)
+            for waiting in c.pending.values():
+                waiting.discard(norm)
+        return True
 
     def add_record(self, rec: ProgramRecord) -> bool:
         """Import a program evaluated elsewhere (a parquet file of released programs); it counts
         once in the vote. False when the program is already stored."""
+        self._counts.pop(rec.task_id, None)
         cur = self.db.execute(
             "INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 rec.id, rec.task_id, rec.task_digest, norm_key(rec.code), rec.code,
-                json.dumps(rec.to_dict(), separators=(",", ":")), len(rec.train_correct), rec.n_train_correct,
+                _record_json(rec), len(rec.train_correct), rec.n_train_correct,
                 rec.train_accuracy, int(rec.all_train_correct), int(rec.raised_any), rec.test_accuracy,
                 rec.parent_id, rec.origin, rec.model_version, rec.generation, 0.0, time.time(),
             ),
@@ -232,60 +261,68 @@ class ArchiveStore:
         row = self.db.execute("SELECT MAX(generation) FROM tasks WHERE task_id=?", (task_id,)).fetchone()
         return row[0] if row else None
 
-    def status(self, task_id: str, generation: int | None = None) -> TaskStatus:
-        """Where the task's search stands, from the tables alone."""
-        gen = self.latest_generation(task_id) if generation is None else generation
-        plan = self.db.execute(
-            "SELECT sample_slots, refine_slots, stop_after_correct FROM tasks WHERE task_id=? AND generation=?",
-            (task_id, gen),
-        ).fetchone()
-        if plan is None:
-            raise UnknownTask(f"no search recorded for task {task_id!r} in generation {gen}")
-        sample_slots, refine_slots, _stop = plan
-        resolved = dict(
-            self.db.execute(
-                "SELECT kind, COUNT(*) FROM slots WHERE task_id=? AND generation=? GROUP BY kind", (task_id, gen)
-            ).fetchall()
-        )
+    def _load_counts(self, task_id: str) -> _Counts:
+        c = self._counts.get(task_id)
+        if c is not None:
+            return c
         programs, correct, best, arms = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(all_train),0), COALESCE(MAX(fitness),0), COALESCE(SUM(raised=0),0) "
             "FROM programs WHERE task_id=?",
             (task_id,),
         ).fetchone()
-        pending_by_kind = dict(
+        evaluated = {r[0] for r in self.db.execute("SELECT DISTINCT norm FROM programs WHERE task_id=?", (task_id,))}
+        pending: dict[tuple[int, str], set[str]] = {}
+        for gen, kind, norm in self.db.execute(
+            "SELECT DISTINCT generation, kind, norm FROM completions WHERE task_id=? AND norm IS NOT NULL", (task_id,)
+        ):
+            if norm not in evaluated:
+                pending.setdefault((gen, kind), set()).add(norm)
+        resolved = {
+            (g, k): n
+            for g, k, n in self.db.execute(
+                "SELECT generation, kind, COUNT(*) FROM slots WHERE task_id=? GROUP BY 1, 2", (task_id,)
+            )
+        }
+        tokens = dict(
             self.db.execute(
-                "SELECT c.kind, COUNT(DISTINCT c.norm) FROM completions c WHERE c.task_id=? AND c.generation=? "
-                "AND c.norm IS NOT NULL AND NOT EXISTS "
-                "(SELECT 1 FROM programs p WHERE p.task_id=c.task_id AND p.norm=c.norm) GROUP BY c.kind",
-                (task_id, gen),
+                "SELECT generation, COALESCE(SUM(completion_tokens),0) FROM slots WHERE task_id=? GROUP BY 1",
+                (task_id,),
             ).fetchall()
         )
-        pending = self.db.execute(
-            "SELECT COUNT(DISTINCT c.norm) FROM completions c WHERE c.task_id=? AND c.generation=? "
-            "AND c.norm IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM programs p WHERE p.task_id=c.task_id AND p.norm=c.norm)",
-            (task_id, gen),
-        ).fetchone()[0]
-        tokens = self.db.execute(
-            "SELECT COALESCE(SUM(completion_tokens),0) FROM slots WHERE task_id=? AND generation=?", (task_id, gen)
-        ).fetchone()[0]
-        s_res, r_res = resolved.get(SAMPLE, 0), resolved.get(REFINE, 0)
-        settled = s_res >= sample_slots and pending_by_kind.get(SAMPLE, 0) == 0
+        c = _Counts(programs, correct, best, arms, evaluated, pending, resolved, tokens)
+        if self._writer:
+            self._counts[task_id] = c
+        return c
+
+    def status(self, task_id: str, generation: int | None = None) -> TaskStatus:
+        """Where the task's search stands: from running totals, loaded from the tables once."""
+        gen = self.latest_generation(task_id) if generation is None else generation
+        plan = self.db.execute(
+            "SELECT sample_slots, refine_slots FROM tasks WHERE task_id=? AND generation=?", (task_id, gen)
+        ).fetchone()
+        if plan is None:
+            raise UnknownTask(f"no search recorded for task {task_id!r} in generation {gen}")
+        sample_slots, refine_slots = plan
+        c = self._load_counts(task_id)
+        s_res, r_res = c.resolved.get((gen, SAMPLE), 0), c.resolved.get((gen, REFINE), 0)
+        pending_sample = c.pending.get((gen, SAMPLE), set())
+        pending = len(pending_sample | c.pending.get((gen, REFINE), set()))
+        settled = s_res >= sample_slots and not pending_sample
         done = settled and r_res >= refine_slots and pending == 0
         return TaskStatus(
             task_id=task_id,
             state="done" if done else "running",
-            programs=programs,
-            correct=correct,
-            best_fitness=best,
+            programs=c.programs,
+            correct=c.correct,
+            best_fitness=c.best,
             generation=gen,
             sample_slots=sample_slots,
             sample_resolved=s_res,
             refine_slots=refine_slots,
             refine_resolved=r_res,
             pending=pending,
-            arms=arms,
-            tokens=tokens,
+            arms=c.arms,
+            tokens=c.tokens.get(gen, 0),
             sampling_settled=settled,
         )
 
@@ -374,6 +411,8 @@ class ArchiveStore:
             raise FileNotFoundError(f"no archive store {store.path}")
         store.db = sqlite3.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
         store._tasks = {}
+        store._counts = {}
+        store._writer = False
         return store
 
     def program_records(self, task_id: str) -> list[ProgramRecord]:
@@ -407,7 +446,8 @@ class ArchiveStore:
         many were new. The rows are `add_record`'s, built without copying the records."""
         rows = []
         for rec in records:
-            record = json.dumps({f.name: getattr(rec, f.name) for f in fields(rec)}, separators=(",", ":"))
+            self._counts.pop(rec.task_id, None)
+            record = _record_json(rec)
             rows.append(
                 (
                     rec.id, rec.task_id, rec.task_digest, norm_key(rec.code), rec.code, record, len(rec.train_correct),

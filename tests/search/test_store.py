@@ -100,3 +100,8 @@ def test_store_is_idempotent_and_counts_duplicates_in_the_vote(tmp_path: Path, t
     assert attempts[0][0] == task.test[0].output
     # Without the train accuracy weight, the identity's three copies would win.
     assert store.attempts(task.id, c=0.0)[0][0] == task.test[0].input
+    # The running totals agree with a store that reads the same file from scratch.
+    fresh = ArchiveStore(tmp_path / "archive.sqlite")
+    a, b = store.status(task.id).to_dict(), fresh.status(task.id).to_dict()
+    a.pop("updated_at"), b.pop("updated_at")
+    assert a == b
