@@ -8,7 +8,8 @@ worker using 4 GB and 80% of a core.
 
 The reaper is a tiny process started with PR_SET_PDEATHSIG: the kernel sends it SIGTERM
 when its parent dies, however that happens, and it then kills the engine processes it was
-told about. A normal close tells it to exit without killing anything (its stdin closes).
+told about. A normal close tells it to exit without killing anything (it writes "close" to
+the reaper's stdin; a bare end of file means the parent died).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def reap(*_):
 signal.signal(signal.SIGTERM, reap)
 if os.getppid() == 1:  # the parent died before the signal was armed
     reap()
-sys.stdin.read()  # EOF: the parent closed the engine itself, or exited normally
+print("armed", flush=True)
+# The parent says "close" when it shut the engine down itself. Plain EOF means it died: the
+# pipe closes as it dies, possibly before the death signal arrives.
+if sys.stdin.read().strip() != "close":
+    reap()
 """
 
 
@@ -51,16 +56,25 @@ class Reaper:
         self.proc: subprocess.Popen[bytes] | None = None
         if self.pids:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _REAPER, *map(str, self.pids)],
+                [sys.executable, "-S", "-c", _REAPER, *map(str, self.pids)],
                 stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
                 preexec_fn=_die_with_parent,
             )
+            # Until its handler is installed, a SIGTERM would just end the reaper: wait for it
+            # (tens of milliseconds, once per engine start).
+            assert self.proc.stdout is not None
+            self.proc.stdout.readline()
 
     def close(self) -> None:
         """The engine was shut down properly: let the reaper go without killing anything."""
         if self.proc is not None and self.proc.poll() is None:
             assert self.proc.stdin is not None
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.write(b"close\n")
+                self.proc.stdin.close()
+            except OSError:
+                pass
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -173,14 +173,21 @@ async def _start_async_llm(args: Any, stats: _Stats) -> Any:
     imports, torch.compile) and must not stall the engine that is serving meanwhile."""
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    from soar_async.llm.reaper import Reaper, children
+
     built: list[Any] = []
 
     def build() -> Any:
         built.append(AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(stats)]))
         return built[0]
 
+    before = children()
     try:
         llm = await anyio.to_thread.run_sync(build)
+        # The engine's processes die with this one, also when it is killed (see reaper.py).
+        # Started here, on the loop's thread: PR_SET_PDEATHSIG fires when the spawning
+        # *thread* ends, and the worker thread that built the engine may end any time.
+        llm._soar_reaper = Reaper(children() - before)
         # The thread is waited for even when the caller is cancelled meanwhile; the cancellation
         # arrives here, and the engine it started must not be left running.
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -539,6 +546,9 @@ async def _shutdown(llm: Any) -> None:
         await anyio.to_thread.run_sync(llm.shutdown)
     except Exception as e:
         log.warning("vLLM engine shutdown: %s: %s", type(e).__name__, e)
+    reaper = getattr(llm, "_soar_reaper", None)
+    if reaper is not None:
+        reaper.close()
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
