@@ -18,12 +18,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
+
 from soar_async.bus.topology import EVT_MODEL_UPDATED
 from soar_async.config import Config
 from soar_async.llm import Engine, Sampling, open_engine
 from soar_async.llm.adapters import fetch_adapter
+from soar_async.llm.engine import EngineDead
 from soar_async.messages import Completions, GenRequest, Message, ModelUpdated
-from soar_async.runtime.actor import Actor, PermanentError
+from soar_async.runtime.actor import Actor, PermanentError, TransientError
 from soar_async.runtime.inputs import Broadcast, Input, WorkQueue
 
 
@@ -46,6 +49,9 @@ class LLMWorker(Actor[Message]):
         self.engine = await open_engine(model)
         self._done: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._in_engine = 0
+        self._latest: tuple[str, Path] | None = None
+        """The last version taken up and its adapter: a restarted engine takes it up again."""
+        self._restarting = anyio.Lock()
         self.ctx.log.info("LLM engine ready", version=self.engine.version)
 
     async def teardown(self) -> None:
@@ -72,8 +78,14 @@ class LLMWorker(Actor[Message]):
         if not msg.messages or msg.n < 1:
             raise PermanentError("generation request without messages or with n < 1")
         self._in_engine += 1
+        engine = self.engine
         try:
-            gen = await self.engine.generate(msg.messages, msg.n, sampling, version=msg.model_version)  # type: ignore[arg-type]
+            gen = await engine.generate(msg.messages, msg.n, sampling, version=msg.model_version)  # type: ignore[arg-type]
+        except EngineDead as e:
+            # The engine's processes are gone (crashed, killed): start a new one and hand the
+            # request back, rather than fail every request on a dead engine from now on.
+            await self._restart(engine, str(e))
+            raise TransientError(f"the engine died and was restarted: {e}") from None
         except ValueError as e:
             # The request itself cannot be served (its prompt is longer than the model's
             # context...): answered with no completions and the reason, so that whoever
@@ -123,7 +135,26 @@ class LLMWorker(Actor[Message]):
             raise PermanentError(f"model update {msg.version!r} names no adapter")
         self.ctx.log.info("taking up a new model version", version=msg.version, adapter=str(adapter_dir))
         await self.engine.update(msg.version, adapter_dir)
+        self._latest = (msg.version, adapter_dir)
         self.ctx.log.info("serving model version", version=msg.version)
+
+    async def _restart(self, dead: Engine, why: str) -> None:
+        """Replace a dead engine once (concurrent handlers see the same death), with the same
+        model and the last version taken up."""
+        async with self._restarting:
+            if self.engine is not dead:
+                return  # another handler restarted it already
+            self.ctx.log.error("LLM engine died, starting a new one", error=why)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(60):
+                try:
+                    await dead.aclose()
+                except Exception as e:
+                    self.ctx.log.warning("closing the dead engine failed", error=repr(e))
+            engine = await open_engine(self.ctx.config.model)
+            if self._latest is not None:
+                await engine.update(*self._latest)
+            self.engine = engine
+            self.ctx.log.info("LLM engine restarted", version=engine.version)
 
     def ids(self, msg: Message) -> dict[str, Any]:
         return {k: getattr(msg, k) for k in ("task_id", "request_id", "version") if hasattr(msg, k)}

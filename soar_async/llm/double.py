@@ -12,6 +12,8 @@ that shows a program, i.e. holds "def transform("). The n completions are taken 
 from the rule's texts, cycling, continuing where the last request for that rule stopped.
 With "log", every prompt is appended to that file as one JSON line {"kind", "messages",
 "version"}, so a test can read what the search asked. Token counts are whitespace words.
+With "die_after": N, the engine serves N requests and then behaves as a dead engine (every
+call raises EngineDead), as vLLM does when its engine process is killed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from typing import Any
 
 import anyio
 
-from soar_async.llm.engine import BASE_VERSION, ChatMessage, Completion, EngineError, Generation, Sampling
+from soar_async.llm.engine import (
+    BASE_VERSION,
+    ChatMessage,
+    Completion,
+    EngineDead,
+    EngineError,
+    Generation,
+    Sampling,
+)
 
 
 def prompt_kind(messages: Sequence[ChatMessage]) -> str:
@@ -43,6 +53,8 @@ class ScriptedEngine:
         self.default = list(script.get("default", ["I cannot solve this."]))
         self.log_path = Path(script["log"]) if script.get("log") else None
         self.delay_s = float(script.get("delay_s", 0.0))
+        self.die_after = script.get("die_after")
+        self.served = 0
         self._turns = [itertools.count() for _ in range(len(self.rules) + 1)]
         self._lock = threading.Lock()
         self._version = BASE_VERSION
@@ -73,6 +85,10 @@ class ScriptedEngine:
         self, messages: Sequence[ChatMessage], n: int, sampling: Sampling, *, version: str | None = None
     ) -> Generation:
         used = version or self._version
+        if self.die_after is not None:
+            if self.served >= int(self.die_after):
+                raise EngineDead("the test double's engine is dead (die_after)")
+            self.served += 1
         if self.delay_s:
             await anyio.sleep(self.delay_s)
         i, texts = self._choose(messages)

@@ -106,3 +106,8 @@ class Engine(Protocol):
 
 class EngineError(RuntimeError):
     """The engine cannot serve (model missing, server unreachable); the message says what to do."""
+
+
+class EngineDead(EngineError):
+    """The engine died (its processes crashed or were killed): nothing more can run on it;
+    whoever owns it must start a new one."""

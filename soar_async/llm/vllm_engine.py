@@ -53,7 +53,7 @@ from typing import Any
 import anyio
 
 from soar_async.config import ModelConfig
-from soar_async.llm.engine import BASE_VERSION, ChatMessage, Completion, EngineError, Generation, Sampling
+from soar_async.llm.engine import BASE_VERSION, ChatMessage, Completion, EngineDead, EngineError, Generation, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -527,6 +527,8 @@ def _translate(e: Exception) -> Exception:
         VLLMClientError = ValueError
     if isinstance(e, (ValueError, VLLMClientError, EngineError)):
         return e if isinstance(e, (ValueError, EngineError)) else ValueError(str(e))
+    if type(e).__name__ == "EngineDeadError":
+        return EngineDead(f"vLLM's engine died: {e}")
     return EngineError(f"vLLM failed: {type(e).__name__}: {e}")
 
 

@@ -4,6 +4,7 @@ worker killed mid-request losing nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -173,5 +174,31 @@ def test_worker_killed_mid_request_loses_nothing(server: NatsServer, tiny_model_
             assert sorted(Counter(c.request_id for c in got).values()) == [1] * len(reqs)  # stored once each
             ci = await bus.js.consumer_info("SOAR_GEN", "llm")
             assert ci.delivered.consumer_seq > len(reqs), "the killed worker's requests were not redelivered"
+
+    anyio.run(main)
+
+
+def test_a_dead_engine_is_restarted_and_no_request_is_lost(server: NatsServer, tmp_path: Path) -> None:
+    """The scripted test double stands in for vLLM here: it serves 3 requests, then dies as vLLM's
+    engine does when its process is killed. The worker starts a new engine (which also dies
+    after 3) and every request is answered."""
+    script = tmp_path / "dying.json"
+    script.write_text(json.dumps({"default": ["```python\ndef transform(g):\n    return g\n```"], "die_after": 3}))
+    cfg = Config(model=ModelConfig(engine="double", path=str(script), max_concurrent_requests=2))
+
+    async def main() -> None:
+        async with bring_up(
+            cfg, run_dir=tmp_path / "run", bus=BusConfig.from_url(server.url),
+            actors=[ActorSpec("llm")], owner=True, heartbeat_interval=0.5,
+        ) as system:  # fmt: skip
+            bus, worker = system.bus, system.runners[0]
+            reqs = gen_requests(10, "d")
+            await publish(bus, reqs)
+            await wait_for(lambda: worker.counters.ok >= 10, 120, "ten completions")
+            got = {c.request_id: c for c in await completions(bus)}
+            assert sorted(got) == [r.request_id for r in reqs]
+            assert all(len(c.texts) == 2 for c in got.values())
+            assert worker.counters.failed >= 3  # at least three deaths, each handed its request back
+            assert worker.counters.dead_lettered == 0
 
     anyio.run(main)
