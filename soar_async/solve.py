@@ -28,7 +28,7 @@ from soar_async.config import Config
 from soar_async.logs import get_logger
 from soar_async.messages import Evaluated, ExecRequest, TaskStatus
 from soar_async.records import ProgramRecord
-from soar_async.runtime.client import Progress, exec_request, publish_task_status, submit_and_collect
+from soar_async.runtime.client import Progress, exec_request, publish_task_status, register_tasks, submit_and_collect
 from soar_async.runtime.system import ActorSpec, bring_up
 from soar_async.sandbox import ensure_built
 from soar_async.scoring import make_submission, score_submission, vote, write_submission
@@ -112,6 +112,7 @@ async def solve(
         bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system,
         await Bus.connect(system.bus_config, name="soar-solve-client") as client,
     ):
+        await register_tasks(client, tasks)  # an archive on this system keeps these programs too
         got = await submit_and_collect(
             client,
             reqs,

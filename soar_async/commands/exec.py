@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Awaitable
 from typing import Any
 
 from soar_async.arc import load_tasks
 from soar_async.commands._common import add_bus_args, on_running_system
 from soar_async.commands.sandbox import read_program
 from soar_async.render import ProgressLine, evaluated_line
-from soar_async.runtime.client import Collected, Progress, exec_requests, submit_and_collect
+from soar_async.runtime.client import Collected, Progress, exec_requests, register_tasks, submit_and_collect
 from soar_async.runtime.system import System
 
 
@@ -35,8 +34,9 @@ def cmd_exec_submit(args: argparse.Namespace) -> int:
     def progress(p: Progress) -> None:
         show.update(f"{p.done}/{p.total} evaluated after {p.elapsed:.0f} s; waiting for {p.waiting_for}")
 
-    def submit(system: System) -> Awaitable[Collected]:
-        return submit_and_collect(
+    async def submit(system: System) -> Collected:
+        await register_tasks(system.bus, tasks)  # the archive judges and keeps them too
+        return await submit_and_collect(
             system.bus,
             reqs,
             timeout=args.wait,

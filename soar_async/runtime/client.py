@@ -270,3 +270,18 @@ async def publish_task_status(bus: Bus, statuses: Iterable[TaskStatus]) -> None:
         with anyio.fail_after(bus.cfg.request_timeout):
             await kv.put(subject_token(st.task_id), payload)  # KV keys allow fewer characters than ids
         await bus.js_publish(st.subject(), payload)
+
+
+REGISTERED_GENERATION = -1
+"""The generation of a task known to the archive without a search of its own (programs sent
+directly, imported, or the baseline's): below any search's generation."""
+
+
+async def register_tasks(bus: Bus, tasks: Iterable[Task]) -> None:
+    """Tell the archive about tasks whose programs arrive without a search (zero budgets), so
+    that it can judge and keep them; a task already known is left as it is."""
+    from soar_async.messages import SearchTask
+
+    for t in tasks:
+        msg = SearchTask(task_id=t.id, task=t.to_json(), generation=REGISTERED_GENERATION)
+        await bus.js_publish(msg.subject(), msg.encode(), msg_id=msg.dedup_id())

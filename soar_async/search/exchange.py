@@ -33,11 +33,12 @@ from soar_async.bus.topology import partition
 from soar_async.messages import SearchTask
 from soar_async.records import ProgramRecord
 from soar_async.relabel import write_parquet
+from soar_async.runtime.client import REGISTERED_GENERATION
 from soar_async.scoring import correctness
 from soar_async.search.results import open_archive
 from soar_async.search.store import ArchiveStore, UnknownTask, store_name
 
-IMPORT_GENERATION = -1
+IMPORT_GENERATION = REGISTERED_GENERATION
 """The generation of the zero-budget plan recorded for a task that an import brought in."""
 
 _PARTITIONED = re.compile(r"archive-p(\d+)of(\d+)\.sqlite$")

@@ -59,7 +59,7 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
         assert "following" in follower.stderr.readline()
 
         st = json.loads(soar("status", "--json", "--run-dir", str(run)).stdout)  # URL found via the run dir
-        assert [w["role"] for w in st["workers"]] == ["executor"]
+        assert sorted(w["role"] for w in st["workers"]) == ["archive", "executor", "proposer", "refiner"]
         sub = soar("exec", "submit", "--run-dir", str(run), "--task", sel, "--file", str(prog), "--wait", "90")
         assert sub.returncode == 0, sub.stderr
         assert "3c9b0459" in sub.stdout and "h=1.00" in sub.stdout
@@ -68,7 +68,8 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
 
         st = json.loads(soar("status", "--json", "--run-dir", str(run)).stdout)
         [task] = st["tasks"]
-        assert task["task_id"] == "3c9b0459" and task["evaluated"] == 1 and task["state"] == "evaluated"
+        # The state is the archive's word: the task is registered (no search) and all its programs are in.
+        assert task["task_id"] == "3c9b0459" and task["evaluated"] == 1 and task["state"] == "done"
         assert "executor" in st["throughput_per_s"]
         text = soar("status", "--run-dir", str(run)).stdout
         assert "executor" in text and "soar.work.exec" in text

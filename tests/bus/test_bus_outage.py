@@ -97,7 +97,7 @@ def test_embedded_server_killed_under_up_during_solve(tmp_path: Path, sandbox_bu
         [srv] = nats_children(up)
         url = (run / "nats.url").read_text().strip()
         solve = subprocess.Popen(
-            [sys.executable, "-m", "soar_async.cli", "solve", "--run-dir", str(run),
+            [sys.executable, "-m", "soar_async.cli", "solve", "--programs", "baseline", "--run-dir", str(run),
              "--tasks", "arc-agi-1:evaluation[:40]", "--timeout", "600"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=soar_env(), cwd=ROOT,
         )  # fmt: skip
@@ -184,7 +184,8 @@ def test_solve_whose_server_goes_away_gives_up_after_the_outage_timeout(tmp_path
     srv = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log").start()
     try:
         solve = subprocess.Popen(
-            [sys.executable, "-m", "soar_async.cli", "solve", "--nats", srv.url, "--tasks", "3c9b0459",
+            [sys.executable, "-m", "soar_async.cli", "solve", "--programs", "baseline", "--nats", srv.url,
+             "--tasks", "3c9b0459",
              "--run-dir", str(tmp_path / "run"), "--timeout", "3600", "--set", "bus.outage_timeout_s=3"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=soar_env(), cwd=ROOT,
         )  # fmt: skip

@@ -80,7 +80,8 @@ async def read_task_statuses(run_dir: Path) -> dict[str, TaskStatus]:
 def test_soar_solve_command(tmp_path: Path) -> None:
     soar = Path(sys.executable).parent / "soar"
     r = subprocess.run(
-        [str(soar), "solve", "--tasks", "3c9b0459,67a3c6ac", "--run-dir", str(tmp_path), "--executors", "1"],
+        [str(soar), "solve", "--programs", "baseline", "--tasks", "3c9b0459,67a3c6ac", "--run-dir", str(tmp_path),
+         "--executors", "1"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -98,7 +99,8 @@ def test_solve_without_executors_times_out_and_says_so(tmp_path: Path) -> None:
 
     soar = Path(sys.executable).parent / "soar"
     with NatsServer(tmp_path / "nats") as srv:
-        args = ["solve", "--nats", srv.url, "--tasks", "3c9b0459", "--timeout", "2", "--run-dir", str(tmp_path)]
+        args = ["solve", "--programs", "baseline", "--nats", srv.url, "--tasks", "3c9b0459", "--timeout", "2"]
+        args += ["--run-dir", str(tmp_path)]
         r = subprocess.run([str(soar), *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "no executor attached" in r.stderr
