@@ -1,5 +1,5 @@
 """The OpenAI-compatible backend: its error paths without a server (the round trip against a
-real `vllm serve` is in test_vllm_serve.py)."""
+real `vllm serve` is in test_openai_vllm_serve.py)."""
 
 from __future__ import annotations
 

