@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -18,6 +19,7 @@ from soar_async.render import ProgressLine
 from soar_async.runtime.client import Progress
 
 SOURCES = ("llm", "baseline")
+T = TypeVar("T")
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -49,22 +51,18 @@ def cmd_solve(args: argparse.Namespace) -> int:
         f"{'NATS ' + bus.redacted() if bus else 'embedded NATS'}, run dir {run_dir}",
         file=sys.stderr,
     )
-    try:
-        report = anyio.run(
-            lambda: solve(
-                tasks,
-                run_dir=run_dir,
-                config=cfg,
-                bus=bus,
-                executors=args.executors,
-                timeout=args.timeout,
-                on_progress=progress,
-            )
-        )
-    except BusError as e:
-        raise ValueError(str(e)) from None
-    finally:
-        show.close()
+    report = _run_pass(
+        lambda: solve(
+            tasks,
+            run_dir=run_dir,
+            config=cfg,
+            bus=bus,
+            executors=args.executors,
+            timeout=args.timeout,
+            on_progress=progress,
+        ),
+        show,
+    )
     rate = report.evaluated / report.seconds if report.seconds else 0.0
     stored = f" ({report.already_stored} answered by stored results)" if report.already_stored else ""
     print(f"evaluated {report.evaluated}/{report.programs} programs in {report.seconds:.1f} s ({rate:.0f}/s){stored}")
@@ -82,6 +80,17 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if report.score is not None:
         print(f"score: {report.score * 100:.2f}% of {report.tasks} tasks ({len(report.solved)} fully solved)")
     return 0 if report.evaluated == report.programs else 1
+
+
+def _run_pass(main: Callable[[], Awaitable[T]], show: ProgressLine) -> T:
+    """Run a pass to its end; a bus that cannot be reached is a one-line error; the progress
+    line is closed whatever happens."""
+    try:
+        return anyio.run(main)
+    except BusError as e:
+        raise ValueError(str(e)) from None
+    finally:
+        show.close()
 
 
 def _solve_llm(args: argparse.Namespace, cfg: Config, tasks: list[Task], run_dir: Path, bus: BusConfig | None) -> int:
@@ -107,25 +116,21 @@ def _solve_llm(args: argparse.Namespace, cfg: Config, tasks: list[Task], run_dir
             f"{p.solved} solved, {p.elapsed:.0f} s"
         )
 
-    try:
-        report = anyio.run(
-            lambda: search(
-                tasks,
-                run_dir=run_dir,
-                config=cfg,
-                bus=bus,
-                samples=args.samples,
-                refinements=args.refinements,
-                resume=args.resume,
-                executors=args.executors,
-                timeout=args.timeout,
-                on_progress=progress,
-            )
-        )
-    except BusError as e:
-        raise ValueError(str(e)) from None
-    finally:
-        show.close()
+    report = _run_pass(
+        lambda: search(
+            tasks,
+            run_dir=run_dir,
+            config=cfg,
+            bus=bus,
+            samples=args.samples,
+            refinements=args.refinements,
+            resume=args.resume,
+            executors=args.executors,
+            timeout=args.timeout,
+            on_progress=progress,
+        ),
+        show,
+    )
     print(render_search_table(report, tasks))
     print(f"submission: {report.submission_path}")
     if report.unfinished:
