@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # vLLM logs every engine detail at INFO into our console; its warnings and errors still show
-    # (VLLM_LOGGING_LEVEL=INFO brings the rest back).
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM logs every engine detail into our console, and warns about CPU-build facts (no
+    # Triton, eager mode) on every start; its errors still show (VLLM_LOGGING_LEVEL=INFO
+    # brings the rest back).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -156,11 +156,14 @@ def render_search_table(report: Any, tasks: list[Task]) -> str:
             f"{'-' if score is None else f'{score:.2f}':>6}"
         )
     lines.append("-" * len(head))
-    rate = report.programs / report.seconds if report.seconds else 0.0
-    lines.append(
-        f"{report.tasks} tasks, {report.programs} programs ({rate:.1f}/s), {report.tokens} tokens "
-        f"in {report.seconds:.0f} s"
-    )
+    if report.already_done:
+        lines.append(f"{report.tasks} tasks, {report.programs} programs, {report.tokens} tokens (all done before)")
+    else:
+        rate = report.programs / report.seconds if report.seconds else 0.0
+        lines.append(
+            f"{report.tasks} tasks, {report.programs} programs ({rate:.1f}/s), {report.tokens} tokens "
+            f"in {report.seconds:.0f} s"
+        )
     if report.score is not None:
         lines.append(f"score: {report.score * 100:.2f}% ({len(report.solved)} of {report.tasks} tasks solved)")
     return "\n".join(lines)

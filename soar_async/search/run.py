@@ -80,6 +80,8 @@ class SearchReport:
     unfinished: list[str] = field(default_factory=list)
     """Tasks still searching when the timeout came (their vote uses what was archived)."""
     programs_source: str = "llm"
+    already_done: bool = False
+    """Resumed a run whose tasks were all done: answered from its archive, nothing started."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +131,15 @@ async def search(
     if has_run(run_dir) and not resume and bus is None:
         raise RunExists(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and bus is None:
+        finished = _finished_in_store(run_dir, tasks, generation)
+        if finished is not None:  # nothing left to do: no need to start a model
+            log.info("every task of the run is done already", tasks=len(tasks))
+            status = finished
+            attempts = _votes_in_store(run_dir, tasks, config)
+            t0 = time.perf_counter()
+            report = _write_report(run_dir, tasks, status, attempts, t0, unfinished=[], already_done=True)
+            return report
     actors: list[ActorSpec] = []
     if bus is None:
         from soar_async.sandbox import ensure_built
@@ -247,6 +258,20 @@ async def search(
                 except Exception as e:  # no archive answer: the submission fills the holes
                     log.warning("no vote for task", task_id=tid, error=repr(e))
 
+    return _write_report(run_dir, tasks, status, attempts, t0, unfinished=unfinished)
+
+def _write_report(
+    run_dir: Path,
+    tasks: Sequence[Task],
+    status: dict[str, TaskStatus],
+    attempts: dict[str, list[list[Any]]],
+    t0: float,
+    *,
+    unfinished: list[str],
+    already_done: bool = False,
+) -> SearchReport:
+    """The submission and `report.json` from the tasks' last statuses and votes."""
+    scores = {t.id: score_task(t, attempts[t.id]) for t in tasks if t.has_solutions and t.id in attempts}
     submission = make_submission(attempts, tasks)
     sub_path = run_dir / "submission.json"
     write_submission(sub_path, submission)
@@ -257,6 +282,7 @@ async def search(
         seconds=round(time.perf_counter() - t0, 3),
         submission_path=str(sub_path),
         unfinished=unfinished,
+        already_done=already_done,
         per_task={
             tid: {
                 "programs": st.programs,
@@ -273,6 +299,46 @@ async def search(
         report.solved = sorted(tid for tid, s in scores.items() if s == 1.0)
     (run_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
     return report
+
+
+def _finished_in_store(run_dir: Path, tasks: Sequence[Task], generation: int) -> dict[str, TaskStatus] | None:
+    """Every task's status from the run's archive files when all are done, else None."""
+    from soar_async.search.store import ArchiveStore, UnknownTask
+
+    stores = [ArchiveStore.open_readonly(p) for p in sorted(run_dir.glob("archive*.sqlite"))]
+    try:
+        out: dict[str, TaskStatus] = {}
+        for t in tasks:
+            for store in stores:
+                try:
+                    st = store.status(t.id, generation)
+                except UnknownTask:
+                    continue
+                if st.state == "done" and store.task(t.id).digest == t.digest:
+                    out[t.id] = st
+        return out if len(out) == len(tasks) else None
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _votes_in_store(run_dir: Path, tasks: Sequence[Task], config: Config) -> dict[str, list[list[Any]]]:
+    from soar_async.search.store import ArchiveStore, UnknownTask
+
+    stores = [ArchiveStore.open_readonly(p) for p in sorted(run_dir.glob("archive*.sqlite"))]
+    try:
+        out: dict[str, list[list[Any]]] = {}
+        for t in tasks:
+            for store in stores:
+                try:
+                    store.task(t.id)
+                except UnknownTask:
+                    continue
+                out[t.id] = store.attempts(t.id, c=config.vote.c, n_attempts=config.vote.attempts)
+        return out
+    finally:
+        for store in stores:
+            store.close()
 
 
 def _finished(status: dict[str, TaskStatus], by_id: dict[str, Task]) -> bool:

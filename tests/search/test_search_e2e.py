@@ -53,6 +53,9 @@ def test_search_scores_what_was_worked_out_by_hand(tmp_path: Path) -> None:
     assert report.score == sum(EXPECTED_SCORE.values()) / len(EXPECTED_SCORE)
     sub = read_submission(run / "submission.json", tasks)
     assert set(sub) == set(TASK_IDS)
+    # Resuming a finished run answers from its archive without starting anything.
+    again = anyio.run(lambda: search(tasks, run_dir=run, config=cfg, resume=True, timeout=300))
+    assert again.already_done and again.score == report.score and again.per_task == report.per_task
 
     db = sqlite3.connect(run / "archive.sqlite")
     # Every slot resolved exactly once: 2 sampling slots per task; 4 refinement slots where
