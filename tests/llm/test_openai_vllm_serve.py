@@ -405,22 +405,28 @@ def train_solver_adapter(model_dir: Path, out: Path, max_steps: int = 400) -> Pa
     return out
 
 
-def test_soar_generate_prints_programs_and_their_train_results(
-    server: Server, tiny_model_dir: Path, tmp_path: Path, sandbox_built: Path
-) -> None:
-    """`soar generate --json` against the server: once on the base model (noise: no program),
-    once on an adapter that writes the program solving the task (every train pair right in
-    the sandbox)."""
-    solver = train_solver_adapter(tiny_model_dir, tmp_path / "solver")
+@pytest.fixture(scope="module")
+def solver(server: Server, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The served name of an adapter that writes the program solving SOLVER_TASK."""
+    path = train_solver_adapter(tiny_model_dir, tmp_path_factory.mktemp("solver"))
 
     async def load() -> None:
         engine = await open_engine(server.config())
         try:
-            await engine.update("solver", solver)
+            await engine.update("solver", path)
         finally:
             await engine.aclose()
 
     anyio.run(load)
+    return "solver"
+
+
+def test_soar_generate_prints_programs_and_their_train_results(
+    server: Server, solver: str, tmp_path: Path, sandbox_built: Path
+) -> None:
+    """`soar generate --json` against the server: once on the base model (noise: no program),
+    once on an adapter that writes the program solving the task (every train pair right in
+    the sandbox)."""
 
     def generate(name: str, *extra: str) -> list[dict[str, Any]]:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -441,8 +447,34 @@ def test_soar_generate_prints_programs_and_their_train_results(
     noise = generate(SERVED)
     assert all(item["train_correct"] == [False] * 4 for item in noise)
     # Greedy, so that both completions are the trained answer whatever the sampler's luck.
-    solved = generate("solver", "--set", "search.temperature=0")
+    solved = generate(solver, "--set", "search.temperature=0")
     for item in solved:
         assert item["text"].startswith(SOLVER_ANSWER), item["text"]
         assert "def transform(grid):" in item["code"]
         assert item["train_correct"] == [True] * 4, item
+
+
+def test_soar_solve_searches_through_the_server(
+    server: Server, solver: str, tmp_path: Path, sandbox_built: Path
+) -> None:
+    """The whole search with `model.engine = openai`: `soar solve` on the served solver adapter
+    solves its task, and `soar results --json` reads the run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, "-m", "soar_async.cli", "solve", "--tasks", SOLVER_TASK, "--samples", "2",
+         "--refinements", "2", "--run-dir", str(run), "--set", "model.engine=openai",
+         "--set", f"model.base_url={server.url}", "--set", f"model.name={solver}",
+         "--set", "search.temperature=0", "--set", "search.max_tokens_sample=48",
+         "--set", "search.max_tokens_refine=48", "--set", "search.completions_per_refine_request=2",
+         "--set", "sandbox.workers=1"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "score: 100.00% (1 of 1 tasks solved)" in r.stdout, r.stdout
+    res = subprocess.run(
+        [sys.executable, "-m", "soar_async.cli", "results", "--run", str(run), "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    got = json.loads(res.stdout)
+    assert got["score"] == 1.0 and got["solved"] == [SOLVER_TASK] and got["programs"] >= 1
