@@ -305,9 +305,11 @@ def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
                         tg.start_soon(engine.generate, CHAT, 2, long)
 
                     async def busy() -> bool:
-                        return (await metrics(server)).get("vllm:num_requests_running", 0.0) >= 4
+                        # At least one running (the server's gauge lags, and on a loaded machine
+                        # it may not have admitted all four yet): what matters is what follows.
+                        return (await metrics(server)).get("vllm:num_requests_running", 0.0) >= 1
 
-                    await wait_for(busy, 60, "the server running the long requests")
+                    await wait_for(busy, 120, "the server running the long requests")
                     await anyio.sleep(0.5)
                     t0 = time.monotonic()
                     scope.cancel()

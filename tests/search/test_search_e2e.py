@@ -122,3 +122,15 @@ def test_a_seeded_program_becomes_a_parent(tmp_path: Path) -> None:
     assert refine == (4, 0, 1)
     assert db.execute("SELECT DISTINCT parent_id FROM slots WHERE kind='refine'").fetchone()[0] == seeded.id
     assert any("np.flipud" in json.loads(line)["messages"][1]["content"] for line in prompts.read_text().splitlines())
+
+
+def test_joining_a_system_without_the_search_roles_names_them(tmp_path: Path) -> None:
+    from soar_async.bus.conn import BusConfig
+    from soar_async.bus.server import NatsServer
+
+    tasks = load_tasks("arc-agi-1:training#3c9b0459")
+    with NatsServer(tmp_path / "nats") as srv:
+        with pytest.raises(ValueError) as e:
+            anyio.run(lambda: search(tasks, run_dir=tmp_path / "run", bus=BusConfig.from_url(srv.url), timeout=30))
+    msg = str(e.value)
+    assert "no live executor, llm, proposer, refiner, archive worker(s)" in msg and "soar worker --role" in msg
