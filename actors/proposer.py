@@ -76,6 +76,9 @@ class Proposer(Actor[Message]):
         if not isinstance(msg, Completions) or msg.kind != SAMPLE:
             return None  # refinements are the refiner's
         plan = await self.plans.get(msg.task_id, msg.generation)
+        if plan is None:
+            self.ctx.log.warning("completions of no known search, ignored", generation=msg.generation)
+            return None
         slot = slot_of(msg, plan)
         out = self.proposing.process(plan, msg, origin=SAMPLE)
         rest = chain(plan, SAMPLE, slot)

@@ -123,7 +123,7 @@ class Refiner(Actor[Message]):
 
     async def _on_evaluated(self, ev: Evaluated) -> list[Any] | None:
         plan = await self.plans.get(ev.task_id, ev.generation)
-        if plan.slots(REFINE) == 0:
+        if plan is None or plan.slots(REFINE) == 0:  # sent outside a search, or nothing to refine
             return None
         st = await self._state(plan)
         rec = ProgramRecord.from_evaluated(plan.task, ev)
@@ -155,8 +155,11 @@ class Refiner(Actor[Message]):
         await started(self.ctx.bus, key)
         self.ctx.log.info("refinement started", slots=plan.slots(REFINE), arms=st.forest.n_arms)
 
-    async def _on_completions(self, msg: Completions) -> list[Any]:
+    async def _on_completions(self, msg: Completions) -> list[Any] | None:
         plan = await self.plans.get(msg.task_id, msg.generation)
+        if plan is None:
+            self.ctx.log.warning("completions of no known search, ignored", generation=msg.generation)
+            return None
         st = await self._state(plan)
         slot = slot_of(msg, plan)
         island = msg.meta.get("island")
@@ -182,6 +185,8 @@ class Refiner(Actor[Message]):
         if status.refine_slots == 0:
             return None
         plan = await self.plans.get(status.task_id, status.generation)
+        if plan is None:
+            return None
         st = self.tasks.get((plan.task.id, plan.generation))
         if st is not None and st.started:
             return None

@@ -44,7 +44,10 @@ class Plans:
         self._plans[(msg.task_id, msg.generation)] = plan
         return plan
 
-    async def get(self, task_id: str, generation: int) -> Plan:
+    async def get(self, task_id: str, generation: int) -> Plan | None:
+        """The plan of that search, or None when the task has none in that generation (its
+        programs were sent outside a search, or a newer generation has replaced it). A
+        search's `SearchTask` is stored before anything it causes, so "not stored" is final."""
         got = self._plans.get((task_id, generation))
         if got is not None:
             return got
@@ -53,13 +56,11 @@ class Plans:
                 raw = await self.bus.js.get_last_msg(STREAM_EVENTS, sharded(EVT_SEARCH, task_id))
             msg = SearchTask.decode(raw.data or b"")
         except nats.js.errors.NotFoundError:
-            raise TransientError(f"no SearchTask stored for task {task_id} yet") from None
+            return None
         except DecodeError as e:
             raise TransientError(f"stored SearchTask of {task_id} unreadable: {e.reason}") from None
         if msg.generation != generation:
-            raise TransientError(
-                f"latest search of {task_id} is generation {msg.generation}, event is for {generation}"
-            )
+            return None
         return self.add(msg)
 
 

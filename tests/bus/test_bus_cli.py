@@ -37,6 +37,9 @@ def soar(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[
     )
 
 
+SEARCH_ROLES = ("proposer", "refiner", "archive")
+
+
 def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
     run = tmp_path / "run"
     up = start_up(run)
@@ -87,6 +90,9 @@ def test_up_status_submit_logs_and_clean_shutdown(tmp_path: Path) -> None:
         assert ev["program_id"] and ev["fields"]["train"] == "4/4" and "errors" not in ev["fields"]
         warn = soar("logs", "--run-dir", str(run), "--level", "warning", "--json")
         assert all(json.loads(x)["level"] in ("warning", "error", "critical") for x in warn.stdout.splitlines())
+        # The search actors took the submitted program in their stride (a registered task, no search).
+        search_warnings = [x for x in warn.stdout.splitlines() if json.loads(x)["actor"] in SEARCH_ROLES]
+        assert not search_warnings, search_warnings
 
         # The executor reports its counters every progress interval (10 s): follow until one shows.
         lines: list[str] = []
