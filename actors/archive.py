@@ -6,6 +6,9 @@ directory (`soar_async.search.store`). Every write is keyed, so a redelivered ev
 nothing. After each event it works out where the task stands and publishes a `TaskStatus`
 when that changed in a way someone waits for (slots resolved, programs right, done).
 
+It also reads the executors' dead letters: a program they gave up on (a machine fault) is
+recorded as crashed on every input, so that its task does not wait for it forever.
+
 It answers questions on `soar.q.archive.<shard>.<task>`: "status", "arms" (for REX),
 "record", "records" and "vote".
 """
@@ -16,11 +19,29 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from soar_async.bus.topology import EVT_EVALUATED, EVT_PROPOSALS, EVT_SEARCH, QUERY_ARCHIVE
-from soar_async.messages import ArchiveAnswer, ArchiveQuery, Evaluated, Message, Proposals, SearchTask, TaskStatus
+from soar_async.bus.topology import (
+    EVT_EVALUATED,
+    EVT_PROPOSALS,
+    EVT_SEARCH,
+    QUERY_ARCHIVE,
+    STREAM_DLQ,
+    dead_letter_subject,
+    partition,
+)
+from soar_async.messages import (
+    ArchiveAnswer,
+    ArchiveQuery,
+    Evaluated,
+    ExecRequest,
+    Message,
+    Proposals,
+    SearchTask,
+    TaskStatus,
+)
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError
 from soar_async.runtime.client import publish_task_status
 from soar_async.runtime.inputs import Events, Input
+from soar_async.sandbox.types import ErrorKind
 from soar_async.search.store import ArchiveStore, UnknownTask, store_name
 
 _WATCHED = (
@@ -43,6 +64,15 @@ class Archive(Actor[Message]):
             shard_prefix=(EVT_SEARCH, EVT_PROPOSALS, EVT_EVALUATED),
             max_deliver=20,
             ack_wait=15.0,
+        ),
+        # Execution requests the executors gave up on (a machine fault, not a failing
+        # program): recorded as crashed, so that their task is not left waiting for them.
+        Events(
+            (dead_letter_subject("executor"),),
+            ExecRequest,
+            name="archive-dead-letters",
+            stream=STREAM_DLQ,
+            every_partition=True,
         ),
     )
     serves: ClassVar[str | None] = QUERY_ARCHIVE
@@ -79,6 +109,9 @@ class Archive(Actor[Message]):
                     store.add_evaluated(msg)
                 except ValueError as e:  # an event that contradicts its task: never storable
                     raise PermanentError(str(e)) from None
+            elif isinstance(msg, ExecRequest):
+                if not self._settle_dead_letter(msg):
+                    return
             else:
                 return
             status = store.status(msg.task_id)
@@ -87,6 +120,39 @@ class Archive(Actor[Message]):
             # retried with backoff, dead-lettered with this reason if it never comes.
             raise TransientError(str(e)) from None
         await self._maybe_publish(status)
+
+    def _settle_dead_letter(self, req: ExecRequest) -> bool:
+        """Record a program the executors gave up on as crashed on every input; False when it
+        is not this partition's, or its task was never searched here."""
+        assert self.store is not None
+        part = self.ctx.partition
+        if part is not None and partition(req.task_id, part[1]) != part[0]:
+            return False
+        try:
+            task = self.store.task(req.task_id, req.task_digest or None)
+        except UnknownTask:
+            return False
+        n_in, n_train = len(task.train) + len(task.test), len(task.train)
+        ev = Evaluated(
+            program_id=req.program_id,
+            task_id=req.task_id,
+            code=req.code,
+            outputs=[None] * n_in,
+            errors=[ErrorKind.CRASH.value] * n_in,
+            details=["given up on by the executors (dead-lettered)"] * n_in,
+            train_correct=[False] * n_train,
+            parent_id=req.parent_id,
+            generation=req.generation,
+            origin=req.origin,
+            model_version=req.model_version,
+            task_digest=req.task_digest,
+            norm=req.norm,
+        )
+        if self.store.add_evaluated(ev):
+            self.ctx.log.warning(
+                "program dead-lettered by the executors, recorded as crashed", program_id=req.program_id
+            )
+        return True
 
     async def _maybe_publish(self, st: TaskStatus) -> None:
         assert self.store is not None

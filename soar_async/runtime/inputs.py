@@ -114,6 +114,10 @@ class Events:
         max_deliver: deliveries before an event that keeps failing is dead-lettered (copied,
             not removed: other readers still see it).
         replay_from: recreate the consumer at this stream sequence (re-process from there).
+        stream: the stream to read: the events stream, or the dead-letter stream for an actor
+            that settles what the others gave up on (the archive).
+        every_partition: for subjects that carry no shard (dead letters): every partition
+            reads them all, and the actor keeps what belongs to its own tasks.
     """
 
     subjects: tuple[str, ...]
@@ -124,13 +128,15 @@ class Events:
     ack_wait: float = 30.0
     max_deliver: int = 5
     replay_from: int | None = None
+    stream: str = STREAM_EVENTS
+    every_partition: bool = False
 
     def consumer_name(self, role: str, partition: Partition | None) -> str:
         base = self.name or role
         return base if partition is None else f"{base}-p{partition[0]}of{partition[1]}"
 
     def filters(self, partition: Partition | None) -> list[str]:
-        if partition is None:
+        if partition is None or (self.shard_prefix is None and self.every_partition):
             return sorted(self.subjects)
         if self.shard_prefix is None:
             raise ValueError(f"events on {', '.join(self.subjects)} are not sharded by task: cannot partition")
@@ -159,15 +165,15 @@ class Events:
         )
         if self.replay_from is not None:
             try:
-                await bus.js.delete_consumer(STREAM_EVENTS, name)
+                await bus.js.delete_consumer(self.stream, name)
             except nats.js.errors.NotFoundError:
                 pass
             cc.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             cc.opt_start_seq = max(1, self.replay_from)
-            await bus.js.add_consumer(STREAM_EVENTS, cc)
+            await bus.js.add_consumer(self.stream, cc)
         else:
             try:
-                ci = await bus.js.consumer_info(STREAM_EVENTS, name)
+                ci = await bus.js.consumer_info(self.stream, name)
                 one = ci.config.filter_subject
                 have = sorted(ci.config.filter_subjects or ([one] if one else []))
                 if have != filters:
@@ -176,11 +182,11 @@ class Events:
                     current.filter_subject, current.filter_subjects = None, None
                     for k, v in _filter_kw(filters).items():
                         setattr(current, k, v)
-                    await bus.js.add_consumer(STREAM_EVENTS, current)
+                    await bus.js.add_consumer(self.stream, current)
             except nats.js.errors.NotFoundError:
-                await bus.js.add_consumer(STREAM_EVENTS, cc)
+                await bus.js.add_consumer(self.stream, cc)
         subject = ",".join(filters) if len(filters) <= 3 else f"{filters[0]},... ({len(filters)} filters)"
-        return Feed(STREAM_EVENTS, name, subject, self.message, self.ack_wait, self.max_deliver, remove_dead=False)
+        return Feed(self.stream, name, subject, self.message, self.ack_wait, self.max_deliver, remove_dead=False)
 
 
 @dataclass(frozen=True, slots=True)
