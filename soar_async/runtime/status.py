@@ -187,8 +187,15 @@ def render_status(st: dict[str, Any]) -> str:
         )
     if st["tasks"]:
         tt = Table(title=f"tasks ({len(st['tasks'])})")
-        for c in ("task", "state", "queued", "evaluated", "programs", "correct", "best h"):
+        cols = ("task", "state", "queued", "evaluated", "programs", "correct", "best h", "sampled", "refined", "tokens")
+        for c in cols:
             tt.add_column(c)
+
+        def slots(x: dict[str, Any], kind: str) -> str:
+            """Request slots resolved / planned in the task's search (blank without a search)."""
+            planned = x.get(f"{kind}_slots") or 0
+            return f"{x.get(f'{kind}_resolved', 0)}/{planned}" if planned else ""
+
         for x in st["tasks"][:200]:
             tt.add_row(
                 x["task_id"],
@@ -198,6 +205,9 @@ def render_status(st: dict[str, Any]) -> str:
                 str(x.get("programs", "")),
                 str(x.get("correct", "")),
                 f"{x['best_fitness']:.2f}" if "best_fitness" in x else "",
+                slots(x, "sample"),
+                slots(x, "refine"),
+                str(x.get("tokens", "") or ""),
             )
         console.print(tt)
         if len(st["tasks"]) > 200:

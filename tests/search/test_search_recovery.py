@@ -173,6 +173,17 @@ def test_archive_killed_mid_run_loses_nothing_and_stores_nothing_twice(tmp_path:
         assert sorted((t, k, n) for t, k, n, _s in facts["slots"]) == sorted(  # type: ignore[union-attr]
             (t, k, 4 if k == "sample" else 8) for t in TASK_IDS for k in ("sample", "refine")
         )
+        # `soar status` follows the search: every task done, its slots all resolved.
+        st = subprocess.run(
+            soar("status", "--json", "--run-dir", str(run)), capture_output=True, env=soar_env(), cwd=ROOT
+        )
+        tasks = {t["task_id"]: t for t in json.loads(st.stdout)["tasks"]}
+        for t in TASK_IDS:
+            assert tasks[t]["state"] == "done" and tasks[t]["sample_resolved"] == tasks[t]["sample_slots"] == 4
+        table = subprocess.run(
+            soar("status", "--run-dir", str(run)), capture_output=True, text=True, env=soar_env(), cwd=ROOT
+        )
+        assert "sampled" in table.stdout and "8/8" in table.stdout
     finally:
         for p in [*workers, up]:
             if p.poll() is None:
