@@ -38,6 +38,7 @@ class Executor(Actor[ExecRequest]):
         self._blobs: collections.OrderedDict[str, tuple[list[Grid], list[Grid | None] | None]] = (
             collections.OrderedDict()
         )
+        self._fetching = anyio.Lock()
 
     async def setup(self) -> None:
         from soar_async.sandbox import Limits, SandboxPool, ensure_built
@@ -67,6 +68,12 @@ class Executor(Actor[ExecRequest]):
         if ref in self._blobs:
             self._blobs.move_to_end(ref)
             return self._blobs[ref]
+        async with self._fetching:  # the first programs of a task arrive together: fetch once
+            if ref in self._blobs:
+                return self._blobs[ref]
+            return await self._fetch_ref(ref)
+
+    async def _fetch_ref(self, ref: str) -> tuple[list[Grid], list[Grid | None] | None]:
         import nats.js.errors
 
         try:

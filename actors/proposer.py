@@ -16,6 +16,7 @@ from soar_async.bus.topology import EVT_COMPLETIONS, EVT_SEARCH
 from soar_async.messages import Completions, Message, SearchTask
 from soar_async.prompts import sampling_messages
 from soar_async.runtime.actor import Actor, ActorContext
+from soar_async.runtime.client import put_task_inputs
 from soar_async.runtime.inputs import Events, Input
 from soar_async.search.common import (
     Plans,
@@ -64,6 +65,8 @@ class Proposer(Actor[Message]):
             n = plan.slots(SAMPLE)
             if n == 0:
                 return None
+            # The task's grids go to the object store once; execution requests name them.
+            await put_task_inputs(self.ctx.bus, plan.task)
             key = claim_key(SAMPLE, plan)
             if not await begin(self.ctx.bus, key):
                 self.ctx.log.info("sampling already started", generation=plan.generation)

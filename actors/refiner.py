@@ -25,6 +25,7 @@ from soar_async.prompts import refine_messages
 from soar_async.records import ProgramRecord
 from soar_async.rex import RexForest
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError
+from soar_async.runtime.client import put_task_inputs
 from soar_async.runtime.inputs import Events, Input
 from soar_async.search.common import (
     Plans,
@@ -111,6 +112,8 @@ class Refiner(Actor[Message]):
     async def handle(self, msg: Message) -> list[Any] | None:
         if isinstance(msg, SearchTask):
             plan = self.plans.add(msg)
+            if plan.slots(REFINE):
+                await put_task_inputs(self.ctx.bus, plan.task)  # the proposer stores them too: same name, same bytes
             self.tasks.setdefault((plan.task.id, plan.generation), self._fresh(plan))
             return None
         if isinstance(msg, Evaluated):

@@ -285,3 +285,23 @@ async def register_tasks(bus: Bus, tasks: Iterable[Task]) -> None:
     for t in tasks:
         msg = SearchTask(task_id=t.id, task=t.to_json(), generation=REGISTERED_GENERATION)
         await bus.js_publish(msg.subject(), msg.encode(), msg_id=msg.dedup_id())
+
+
+def inputs_ref(task: Task) -> str:
+    """The object-store name of a task's inputs: its digest is in it, so a name never changes content."""
+    return f"inputs/{subject_token(task.id)}-{task.digest}"
+
+
+async def put_task_inputs(bus: Bus, task: Task) -> str:
+    """Store the task's inputs and train outputs once (`ExecRequest.inputs_ref`), so that each
+    execution request carries only its program: a search sends thousands per task."""
+    import msgpack
+
+    from soar_async.bus.topology import OBJ_BLOBS
+
+    name = inputs_ref(task)
+    blob = msgpack.packb({"inputs": task.inputs(), "train_outputs": [p.output for p in task.train]})
+    with anyio.fail_after(bus.cfg.request_timeout * 3):
+        store = await bus.js.object_store(OBJ_BLOBS)
+        await store.put(name, blob)
+    return name

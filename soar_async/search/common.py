@@ -29,6 +29,7 @@ from soar_async.messages import (
     TaskStatus,
 )
 from soar_async.runtime.actor import TransientError
+from soar_async.runtime.client import inputs_ref
 from soar_async.search.plan import Plan, entries_of
 
 
@@ -198,8 +199,7 @@ class Proposing:
                     program_id=e["program_id"],
                     task_id=plan.task.id,
                     code=e["code"],
-                    inputs=plan.task.inputs(),
-                    train_outputs=[p.output for p in plan.task.train],
+                    inputs_ref=inputs_ref(plan.task),  # stored when the search started
                     parent_id=msg.parent_id,
                     generation=plan.generation,
                     origin=origin,
