@@ -285,8 +285,9 @@ def test_concurrent_requests_stay_within_the_limit(server: Server) -> None:
     results, peak, running = anyio.run(main)
     assert peak == limit
     assert all(len(g.completions) == 2 and g.version == BASE_VERSION for g in results)
-    # The server held several sequences at once (n = 2 each), never more than the limit allows.
-    assert 2 <= running <= 2 * limit, running
+    # Never more sequences on the server than the limit allows (n = 2 each). (How many it held
+    # at once is not asserted: its gauge is sampled, and on a loaded machine it may catch one.)
+    assert running <= 2 * limit, running
 
 
 def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
@@ -299,15 +300,26 @@ def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
         assert isinstance(engine, OpenAIEngine)
         try:
             long = Sampling(temperature=2.0, max_tokens=MAX_MODEL_LEN - 100)
+            # Thousands of tokens for sure: the random tiny model samples its end token now and
+            # then, so the server is asked for a minimum length (vLLM's `min_tokens`).
+            post = engine._post
+
+            async def long_post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+                return await post(path, {**body, "min_tokens": MAX_MODEL_LEN - 200})
+
+            engine._post = long_post  # type: ignore[method-assign]
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     for _ in range(4):
                         tg.start_soon(engine.generate, CHAT, 2, long)
 
+                    start = (await metrics(server)).get("vllm:generation_tokens_total", 0.0)
+
                     async def busy() -> bool:
-                        # At least one running (the server's gauge lags, and on a loaded machine
-                        # it may not have admitted all four yet): what matters is what follows.
-                        return (await metrics(server)).get("vllm:num_requests_running", 0.0) >= 1
+                        # Our four requests are on the wire and the server is generating: its token
+                        # counter moves (its running-requests gauge is sampled and can miss them).
+                        tokens = (await metrics(server)).get("vllm:generation_tokens_total", 0.0)
+                        return engine._slots.value == 0 and tokens > start
 
                     await wait_for(busy, 120, "the server running the long requests")
                     await anyio.sleep(0.5)
@@ -324,6 +336,7 @@ def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
             await anyio.sleep(1.0)
             assert (await metrics(server))["vllm:generation_tokens_total"] == before  # nothing still generating
 
+            engine._post = post  # type: ignore[method-assign]
             after = await engine.generate(CHAT, 2, Sampling(max_tokens=8))
             assert len(after.completions) == 2 and all(c.tokens >= 1 for c in after.completions)
         finally:
