@@ -40,7 +40,7 @@ from soar_async.messages import (
 )
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError
 from soar_async.runtime.client import publish_task_status
-from soar_async.runtime.inputs import Events, Input
+from soar_async.runtime.inputs import Events, Input, task_events
 from soar_async.sandbox.types import ErrorKind
 from soar_async.search.store import ArchiveStore, UnknownTask, store_name
 
@@ -58,13 +58,7 @@ _WATCHED = (
 class Archive(Actor[Message]):
     role: ClassVar[str] = "archive"
     inputs: ClassVar[tuple[Input, ...]] = (
-        Events(
-            (f"{EVT_SEARCH}.>", f"{EVT_PROPOSALS}.>", f"{EVT_EVALUATED}.>"),
-            None,
-            shard_prefix=(EVT_SEARCH, EVT_PROPOSALS, EVT_EVALUATED),
-            max_deliver=20,
-            ack_wait=15.0,
-        ),
+        task_events(EVT_SEARCH, EVT_PROPOSALS, EVT_EVALUATED, max_deliver=20, ack_wait=15.0),
         # Execution requests the executors gave up on (a machine fault, not a failing
         # program): recorded as crashed, so that their task is not left waiting for them.
         Events(

@@ -17,7 +17,7 @@ from soar_async.messages import Completions, Message, SearchTask
 from soar_async.prompts import sampling_messages
 from soar_async.runtime.actor import Actor, ActorContext
 from soar_async.runtime.client import put_task_inputs
-from soar_async.runtime.inputs import Events, Input
+from soar_async.runtime.inputs import Input, task_events
 from soar_async.search.common import (
     Plans,
     Proposing,
@@ -35,14 +35,7 @@ from soar_async.search.plan import SAMPLE, Plan
 
 class Proposer(Actor[Message]):
     role: ClassVar[str] = "proposer"
-    inputs: ClassVar[tuple[Input, ...]] = (
-        Events(
-            (f"{EVT_SEARCH}.>", f"{EVT_COMPLETIONS}.>"),
-            None,
-            shard_prefix=(EVT_SEARCH, EVT_COMPLETIONS),
-            ack_wait=15.0,
-        ),
-    )
+    inputs: ClassVar[tuple[Input, ...]] = (task_events(EVT_SEARCH, EVT_COMPLETIONS, ack_wait=15.0),)
     default_concurrency: ClassVar[int] = 8
 
     def __init__(self, ctx: ActorContext) -> None:

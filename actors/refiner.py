@@ -26,7 +26,7 @@ from soar_async.records import ProgramRecord
 from soar_async.rex import RexForest
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError
 from soar_async.runtime.client import put_task_inputs
-from soar_async.runtime.inputs import Events, Input
+from soar_async.runtime.inputs import Input, task_events
 from soar_async.search.common import (
     Plans,
     Proposing,
@@ -59,12 +59,7 @@ class TaskRex:
 class Refiner(Actor[Message]):
     role: ClassVar[str] = "refiner"
     inputs: ClassVar[tuple[Input, ...]] = (
-        Events(
-            (f"{EVT_SEARCH}.>", f"{EVT_EVALUATED}.>", f"{EVT_COMPLETIONS}.>", f"{EVT_TASK_STATUS}.>"),
-            None,
-            shard_prefix=(EVT_SEARCH, EVT_EVALUATED, EVT_COMPLETIONS, EVT_TASK_STATUS),
-            ack_wait=15.0,
-        ),
+        task_events(EVT_SEARCH, EVT_EVALUATED, EVT_COMPLETIONS, EVT_TASK_STATUS, ack_wait=15.0),
     )
     default_concurrency: ClassVar[int] = 8
 

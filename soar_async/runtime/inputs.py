@@ -189,6 +189,12 @@ class Events:
         return Feed(self.stream, name, subject, self.message, self.ack_wait, self.max_deliver, remove_dead=False)
 
 
+def task_events(*prefixes: str, **kw: object) -> Events:
+    """Every event below these sharded subject prefixes, on one consumer (so in stream order),
+    partitionable by task: what the search's actors read."""
+    return Events(tuple(f"{p}.>" for p in prefixes), None, shard_prefix=prefixes, **kw)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class Broadcast:
     """Every event on `subjects`, to every worker: a consumer of its own per worker.
