@@ -34,7 +34,6 @@ from soar_async.messages import SearchTask
 from soar_async.records import ProgramRecord
 from soar_async.relabel import write_parquet
 from soar_async.runtime.client import REGISTERED_GENERATION
-from soar_async.scoring import correctness
 from soar_async.search.results import open_archive
 from soar_async.search.store import ArchiveStore, UnknownTask, store_name
 
@@ -174,30 +173,19 @@ def _clean(outs: list[Any], errs: list[str | None]) -> tuple[list[Grid | None], 
 
 
 def _judged(rec: ProgramRecord, task: Task) -> ProgramRecord | None:
-    """The row as a record of `task` (outputs checked, judged against the task's known
-    outputs: as `ProgramRecord.from_outputs` does, faster), None when it cannot be one."""
+    """The row as a record of `task` (outputs checked, then `ProgramRecord.rescored`: judged
+    against the task's known outputs), None when it cannot be one."""
     if rec.task_digest and rec.task_digest != task.digest:
         return None
     if len(rec.train_outputs) != len(task.train) or len(rec.test_outputs) != len(task.test):
         return None
-    train, train_errors = _clean(rec.train_outputs, rec.train_errors)
-    test, test_errors = _clean(rec.test_outputs, rec.test_errors)
-    return ProgramRecord(
-        task_id=task.id,
-        task_digest=task.digest,
-        code=rec.code,
-        train_outputs=train,
-        test_outputs=test,
-        train_errors=train_errors,
-        test_errors=test_errors,
-        train_correct=[bool(c) for c in correctness([p.output for p in task.train], train)],
-        test_correct=correctness([p.output for p in task.test], test),
-        parent_id=rec.parent_id,
-        origin=rec.origin,
-        model_version=rec.model_version,
-        generation=rec.generation,
-        extra={k: v for k, v in rec.extra.items() if k not in ("count", "duplicate_of")},
-    )
+    # The row is ours (just read): clean its outputs in place, then judge it as a record of `task`.
+    rec.train_outputs, rec.train_errors = _clean(rec.train_outputs, rec.train_errors)
+    rec.test_outputs, rec.test_errors = _clean(rec.test_outputs, rec.test_errors)
+    judged = rec.rescored(task)
+    for key in ("count", "duplicate_of"):  # the exporting run's vote bookkeeping, not this run's
+        judged.extra.pop(key, None)
+    return judged
 
 
 def _rows(path: Path, batch_size: int = 10_000) -> Iterator[ProgramRecord | None]:
