@@ -10,7 +10,8 @@ It also reads the executors' dead letters: a program they gave up on (a machine 
 recorded as crashed on every input, so that its task does not wait for it forever.
 
 It answers questions on `soar.q.archive.<shard>.<task>`: "status", "arms" (for REX),
-"record", "records" and "vote".
+"record", "records", "vote" and "dataset" (the task's relabelled training examples, built
+here where the programs are, and handed over through the blob store).
 """
 
 from __future__ import annotations
@@ -164,6 +165,34 @@ class Archive(Actor[Message]):
             )
         await publish_task_status(self.ctx.bus, [st])
 
+    async def _dataset(self, store: ArchiveStore, query: ArchiveQuery) -> dict[str, Any]:
+        """Relabel the task's programs (generations up to the query's) into chat examples,
+        write them as JSONL to the blob store and say where, with what went in."""
+        import json
+
+        import anyio
+
+        from soar_async.bus.topology import OBJ_BLOBS
+        from soar_async.learn.dataset import task_examples
+
+        train, p = self.ctx.config.train, query.params
+        task = store.task(query.task_id)
+        examples, stats = task_examples(
+            task,
+            store.records(query.task_id),
+            sampling_per_task=int(p.get("sampling", train.sampling_examples_per_task)),
+            refinement_per_task=int(p.get("refinement", train.refinement_examples_per_task)),
+            up_to_generation=query.generation,
+            test_time=p.get("test_time"),
+            seed=int(p.get("seed", 0)),
+        )
+        name = str(p.get("name") or f"dataset/g{query.generation}/{query.task_id}.jsonl")
+        blob = "".join(json.dumps(e) + "\n" for e in examples).encode()
+        with anyio.fail_after(self.ctx.bus.cfg.request_timeout * 6):
+            objects = await self.ctx.bus.js.object_store(OBJ_BLOBS)
+            await objects.put(name, blob)
+        return {"ref": name, "stats": stats.to_dict()}
+
     async def answer(self, query: Message) -> Message:
         store = self.store
         if store is None:
@@ -192,6 +221,8 @@ class Archive(Actor[Message]):
                 result = rec.to_dict()
             elif query.what == "records":
                 result = [r.to_dict() for r in store.records(tid)]
+            elif query.what == "dataset":
+                result = await self._dataset(store, query)
             elif query.what == "vote":
                 c, attempts = self.ctx.config.vote.c, self.ctx.config.vote.attempts
                 result = store.attempts(tid, c=c, n_attempts=attempts)

@@ -52,7 +52,21 @@ class LLMWorker(Actor[Message]):
         self._latest: tuple[str, Path] | None = None
         """The last version taken up and its adapter: a restarted engine takes it up again."""
         self._restarting = anyio.Lock()
+        self._taken: set[str] = {self.engine.version}
+        """Versions this worker has taken up (requests naming one of them are served)."""
+        self._arriving: dict[str, anyio.Event] = {}
+        """Versions being taken up now: a request naming one waits for it instead of failing."""
         self.ctx.log.info("LLM engine ready", version=self.engine.version)
+        # The version in service now, before any request is taken: after a restart, requests
+        # naming it (the conductor's current generation) are answered at once, not handed
+        # back until the broadcast delivers it.
+        latest = await self._announced()
+        if latest is not None:
+            try:
+                await self._take_up(latest)
+            except (PermanentError, OSError, ValueError, RuntimeError) as e:
+                # Still useful for requests that name no version; those naming it go elsewhere.
+                self.ctx.log.error("could not take up the current model version", version=latest.version, error=repr(e))
 
     async def teardown(self) -> None:
         if self.engine is not None:
@@ -77,6 +91,7 @@ class LLMWorker(Actor[Message]):
             raise PermanentError(str(e)) from None
         if not msg.messages or msg.n < 1:
             raise PermanentError("generation request without messages or with n < 1")
+        await self._version_ready(msg.model_version)
         self._in_engine += 1
         engine = self.engine
         try:
@@ -122,10 +137,47 @@ class LLMWorker(Actor[Message]):
             meta=msg.meta,
         )
 
+    async def _announced(self) -> ModelUpdated | None:
+        """The last `ModelUpdated` of this system, if any."""
+        import nats.js.errors
+
+        from soar_async.bus.topology import STREAM_EVENTS
+        from soar_async.messages import DecodeError
+
+        try:
+            with anyio.fail_after(self.ctx.bus.cfg.request_timeout):
+                raw = await self.ctx.bus.js.get_last_msg(STREAM_EVENTS, EVT_MODEL_UPDATED)
+            return ModelUpdated.decode(raw.data or b"")
+        except (nats.js.errors.NotFoundError, DecodeError):
+            return None
+
+    async def _version_ready(self, version: str | None) -> None:
+        """A request names a version (the conductor's next generation): serve it only with that
+        model. One being taken up right now is waited for; one never heard of is handed back
+        for later (its `ModelUpdated` is on its way, or another worker serves it)."""
+        assert self.engine is not None
+        if not version or version == self.engine.version or version in self._taken:
+            return
+        arriving = self._arriving.get(version)
+        if arriving is not None:
+            with anyio.move_on_after(900):
+                await arriving.wait()
+        if version != self.engine.version and version not in self._taken:
+            raise TransientError(f"model version {version!r} is not served by this worker yet")
+
     async def _take_up(self, msg: ModelUpdated) -> None:
         assert self.engine is not None
         if msg.version == self.engine.version:
             return  # already serving it (a redelivery, or the latest version heard on joining)
+        arriving = self._arriving.setdefault(msg.version, anyio.Event())
+        try:
+            await self._load(msg)
+        finally:
+            arriving.set()
+            self._arriving.pop(msg.version, None)
+
+    async def _load(self, msg: ModelUpdated) -> None:
+        assert self.engine is not None
         if msg.adapter_path:
             adapter_dir = Path(msg.adapter_path)
         elif msg.adapter_ref:
@@ -135,6 +187,7 @@ class LLMWorker(Actor[Message]):
             raise PermanentError(f"model update {msg.version!r} names no adapter")
         self.ctx.log.info("taking up a new model version", version=msg.version, adapter=str(adapter_dir))
         await self.engine.update(msg.version, adapter_dir)
+        self._taken.add(msg.version)
         self._latest = (msg.version, adapter_dir)
         self.ctx.log.info("serving model version", version=msg.version)
 

@@ -36,6 +36,20 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 
+# The HTML report's browser test (tests/report/test_browser.py) opens the report in headless
+# Chromium: in dev mode install Debian's package when it is missing (checked on every run, so a
+# machine that lost it gets it back; the test fails, never skips, without it).
+if [[ ",$extras," == *,dev,* ]] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (Debian package, for the report's browser test)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+      echo "setup: could not install chromium; tests/report/test_browser.py will fail until /usr/bin/chromium exists" >&2
+    fi
+  else
+    echo "setup: no apt-get here: install chromium by hand for tests/report/test_browser.py" >&2
+  fi
+fi
+
 stamp="$venv/.soar-setup-$(cat pyproject.toml ops/setup.sh | sha256sum | cut -c1-16)-${extras//,/_}-$vllm"
 if [ -f "$stamp" ]; then
   exit 0

@@ -28,7 +28,9 @@ COMMAND_MODULES = [
     "soar_async.commands.model",
     "soar_async.commands.generate",
     "soar_async.commands.results",
+    "soar_async.commands.report",
     "soar_async.commands.archive",
+    "soar_async.commands.daemon",
 ]
 """Modules exposing `register(subparsers)`; each adds its commands and sets `func` on them. A command
 module parses, calls library code and prints; the library never imports `soar_async.commands`."""

@@ -136,8 +136,35 @@ class TrainConfig:
       effective_batch_size: Examples per optimiser step (per-device batch x devices x
         gradient accumulation). At least 1.
       warmup_ratio: Fraction of the steps spent warming the learning rate up, in [0, 1].
-      lr_scheduler: Learning-rate schedule after warm-up, a Hugging Face scheduler name.
-      max_seq_len: Longest training example in tokens (prompt + completion). At least 1.
+      lr_scheduler: Learning-rate schedule after warm-up, a Hugging Face scheduler name that
+        needs no extra arguments: cosine, linear, constant, constant_with_warmup,
+        cosine_with_restarts, polynomial or inverse_sqrt.
+      max_seq_len: Longest training example in tokens (prompt + completion); a longer one is
+        dropped and counted, never cut (a truncated program teaches nothing). At least 1.
+      base_model: The model every generation trains from: a local HF directory, or "" for
+        `model.path` (the served model, the default one when that is empty too).
+      max_grad_norm: Gradients are clipped to this global norm before every optimiser step
+        (Hugging Face's default 1.0); 0 turns clipping off, which a LoRA overfit on a handful
+        of examples at a high learning rate needs (clipping made it oscillate). At least 0.
+      lora_dropout: Dropout on the LoRA branch while training. 0 (the default) keeps a killed
+        and resumed training the same run, step for step, as an uninterrupted one. In [0, 1).
+      target_modules: Module names that get a LoRA adapter; the default is every linear
+        projection of a Qwen2 or Llama block (attention and MLP), as SOAR trains. Not empty.
+      per_device_batch_size: Examples per forward pass on one device; an optimiser step
+        accumulates gradients over effective_batch_size / (this x devices) passes, so memory,
+        not the learning, depends on it. At least 1 and a divisor of `effective_batch_size`.
+      gradient_checkpointing: Recompute activations in the backward pass: about a third slower,
+        but long examples (SOAR's 8k tokens) of large models fit in GPU memory.
+      save_steps: A checkpoint (adapter, optimiser, scheduler, RNG) every this many optimiser
+        steps; a killed trainer resumes from the latest, so it loses at most this many. At
+        least 1.
+      seed: Seeds the LoRA initialisation and the order of the examples; any integer.
+      device: Where to train: "cuda", "cpu" or "auto" (cuda when a GPU is visible, else cpu).
+      dtype: Weight dtype while training: "auto" is bfloat16 on a GPU and float32 on CPU
+        (half-precision CPU kernels are slow), else "float32", "bfloat16" or "float16".
+      threads: Torch threads when training on CPU; 0 means one per core this process may use
+        (on the 2-core development machine LoRA training ran faster on 2 threads than on 1).
+        At least 0.
     """
 
     SECTION: ClassVar[str] = "train"
@@ -153,13 +180,42 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     lr_scheduler: str = "cosine"
     max_seq_len: int = 8192
+    base_model: str = ""
+    max_grad_norm: float = 1.0
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    per_device_batch_size: int = 1
+    gradient_checkpointing: bool = False
+    save_steps: int = 50
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _at_least(self, 0, "sampling_examples_per_task", "refinement_examples_per_task")
+        _at_least(self, 0, "sampling_examples_per_task", "refinement_examples_per_task", "threads", "max_grad_norm")
         _at_least(self, 1, "lora_rank", "lora_alpha", "epochs", "effective_batch_size", "max_seq_len")
+        _at_least(self, 1, "per_device_batch_size", "save_steps")
         _positive(self, "learning_rate")
         _fraction(self, "warmup_ratio")
+        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "at least 0 and below 1")
+        _require(self, "lr_scheduler", self.lr_scheduler in LR_SCHEDULERS, f"one of {', '.join(LR_SCHEDULERS)}")
+        _require(self, "target_modules", all(self.target_modules) and len(self.target_modules) > 0, "not empty")
+        _require(
+            self, "per_device_batch_size", self.effective_batch_size % self.per_device_batch_size == 0,
+            f"a divisor of train.effective_batch_size ({self.effective_batch_size})",
+        )  # fmt: skip
+        _require(self, "device", self.device in TRAIN_DEVICES, f"one of {', '.join(TRAIN_DEVICES)}")
+        _require(self, "dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}")
+
+
+LR_SCHEDULERS = (
+    "cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt",
+)  # fmt: skip
+"""Hugging Face learning-rate schedules that need nothing beyond the warm-up and the number of steps."""
+
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +418,49 @@ class RunConfig:
         return Path(self.dir) / self.name
 
 
+DAEMON_MODES = ("train-tasks", "test-time", "continual")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """The continual-learning daemon (`soar daemon`): its generation loop and its seeds.
+
+    Attributes:
+      mode: "train-tasks" (the tasks' test outputs are known and score the runs),
+        "test-time" (unlabelled tasks: training sees train accuracy and vote groups only)
+        or "continual" (tasks arrive with `soar submit` while it runs; it trains whenever
+        `train_after_programs` new programs have arrived).
+      generations: Searches to run, each after the previous one's training and hot-swap
+        (2: search, train, swap, search). 0: run until stopped.
+      seed_programs: Programs from another source added to every generation's training
+        data, never on the searched tasks: "" (none), "baseline:SELECTOR" (the built-in
+        hand-written programs on those tasks) or "parquet:PATH[@SELECTOR]" (the released
+        SOAR dataset's schema, e.g. an `soar archive export`).
+      seed_examples_per_task: Relabelled seed examples per seed task. At least 1.
+      train_after_programs: In continual mode, new programs (since the last training)
+        that start the next training. At least 1.
+      swap_timeout_s: How long the next search waits for every live LLM worker to serve a
+        new model version before it starts anyway (requests name the version, so a late
+        worker never answers with the old model). Above 0.
+    """
+
+    SECTION: ClassVar[str] = "daemon"
+
+    mode: str = "train-tasks"
+    generations: int = 0
+    seed_programs: str = ""
+    seed_examples_per_task: int = 8
+    train_after_programs: int = 2000
+    swap_timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _require(self, "mode", self.mode in DAEMON_MODES, "one of " + ", ".join(DAEMON_MODES))
+        _at_least(self, 0, "generations")
+        _at_least(self, 1, "seed_examples_per_task", "train_after_programs")
+        _positive(self, "swap_timeout_s")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration: one frozen section per concern.
@@ -380,6 +479,7 @@ class Config:
       sandbox: Limits for running untrusted programs (`SandboxConfig`).
       bus: How to reach NATS and how its queues behave (`BusSettings`).
       run: Where the run keeps its state, which tasks, how much to log (`RunConfig`).
+      daemon: The continual-learning daemon's loop and seeds (`DaemonConfig`).
     """
 
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -389,6 +489,7 @@ class Config:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     bus: BusSettings = field(default_factory=BusSettings)
     run: RunConfig = field(default_factory=RunConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
     def __post_init__(self) -> None:
         for name, tp in _field_types(type(self)).items():

@@ -185,8 +185,17 @@ class TaskSubmitted(Message):
     budget: int | None = None
     submitted_at: float = field(default_factory=time.time)
 
+    def subject(self) -> str:
+        """One subject per task (`<prefix>.<task token>`): the stream keeps each task's latest
+        submission, which the conductor reads back after a restart."""
+        return f"{T.EVT_TASK_SUBMITTED}.{T.subject_token(self.task_id)}"
+
     def dedup_id(self) -> str | None:
-        return f"task:{self.task_id}:{self.submitted_at}"
+        import hashlib
+        import json
+
+        body = json.dumps(self.task, sort_keys=True) if self.task is not None else str(self.task_ref)
+        return f"task:{self.task_id}:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -360,6 +369,9 @@ class TaskStatus(Message):
     """'queued', 'running', 'solved', 'done', 'failed'."""
     programs: int = 0
     correct: int = 0
+    generation_correct: int = 0
+    """Of `correct` (programs right on every train pair, all generations), those this
+    generation found: the early stop counts these, so a later generation searches anew."""
     best_fitness: float = 0.0
     generation: int = 0
     sample_slots: int = 0
@@ -410,6 +422,10 @@ class SearchTask(Message):
     """Stop once this many distinct programs are right on every train pair (0: never)."""
     requests_in_flight: int = 4
     """Requests per phase kept in flight: slot k's completion sends slot k + this."""
+    model_version: str = ""
+    """The model version this generation's requests name ("": whatever the LLM workers serve).
+    The conductor sets it after a hot-swap, so that no request of the new generation is
+    answered by the old model."""
     submitted_at: float = field(default_factory=time.time)
 
     def subject(self) -> str:
@@ -466,7 +482,9 @@ class ArchiveQuery(Message):
     what: "status" (TaskStatus fields), "arms" (programs without errors: id, h, origin,
     parent, island, refinements asked of each per island), "vote" (the attempts per test
     input), "records" (every evaluated program of the task as ProgramRecord dicts, duplicates
-    counted in `extra.count`), "record" (one program's ProgramRecord dict, `program_id`).
+    counted in `extra.count`), "record" (one program's ProgramRecord dict, `program_id`),
+    "dataset" (the task's relabelled training examples of generations up to `generation`,
+    written as JSONL to the blob store: the answer names the object and counts what went in).
     """
 
     TYPE: ClassVar[str] = "archive_query"
@@ -477,6 +495,9 @@ class ArchiveQuery(Message):
     generation: int | None = None
     program_id: str | None = None
     """For "record": the program whose record is wanted."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """For "dataset": `sampling` and `refinement` examples per task, `test_time` (bool or
+    None: when the task has no known test outputs), `seed`, `name` (the object to write)."""
 
     def subject(self) -> str:
         return T.sharded(T.QUERY_ARCHIVE, self.task_id)
@@ -510,6 +531,9 @@ class ModelUpdated(Message):
     adapter_path: str | None = None
     base_model: str = ""
     generation: int = 0
+    """The generation whose search this version serves (trained on the ones before it)."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """How it was trained: steps, examples, first and final loss, seconds."""
     created_at: float = field(default_factory=time.time)
 
     def dedup_id(self) -> str | None:

@@ -177,7 +177,9 @@ class QueueSpec:
 QUEUES: dict[str, QueueSpec] = {
     "exec": QueueSpec(STREAM_EXEC, WORK_EXEC, "executor"),
     "gen": QueueSpec(STREAM_GEN, WORK_GEN, "llm", ack_wait=30.0),  # long generations stay in progress
-    "train": QueueSpec(STREAM_TRAIN, WORK_TRAIN, "trainer", ack_wait=300.0, max_deliver=3),
+    # Training takes minutes to hours, kept "in progress" by the trainer's keepalive; the short
+    # wait is how soon a killed trainer's request goes to the next one (which resumes it).
+    "train": QueueSpec(STREAM_TRAIN, WORK_TRAIN, "trainer", ack_wait=30.0, max_deliver=3),
 }
 
 
@@ -205,7 +207,7 @@ class Topology:
     @classmethod
     def from_settings(cls, bus: BusSettings) -> Topology:
         """The configured layout: `[bus] ack_wait_s` and `max_deliver` tune the execution queue
-        (its jobs take seconds); the generation and training queues keep their longer waits."""
+        (its jobs take seconds); the generation and training queues keep their own (see QUEUES)."""
         topo = cls(replicas=bus.replicas)
         topo.queues["exec"] = replace(topo.queues["exec"], ack_wait=bus.ack_wait_s, max_deliver=bus.max_deliver)
         return topo

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def cmd_bench_sandbox(args: argparse.Namespace) -> int:
@@ -98,6 +99,51 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_learning(args: argparse.Namespace) -> int:
+    import anyio
+
+    from soar_async import config
+    from soar_async.bench.learning import (
+        DEFAULT_CONFIG,
+        LearningSettings,
+        check_overrides,
+        render,
+        run_learning_bench,
+    )
+    from soar_async.bench.llm import stdout_to_stderr
+    from soar_async.logs import configure_logging
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    check_overrides(args.overrides)
+    config_file = args.config or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None)
+    cfg = config.load(config_file, overrides=args.overrides)
+    settings = LearningSettings(
+        tasks=args.tasks,
+        samples=args.samples,
+        refinements=args.refinements,
+        temperature=args.temperature,
+        min_p=args.min_p,
+        max_tokens=args.max_tokens,
+        seed_tasks=args.seed_tasks,
+        seed_examples_per_task=args.seed_examples_per_task,
+        generations=args.generations,
+        repeats=args.repeats,
+        learning_rate=args.learning_rate,
+    )
+    run_dir = Path(args.run_dir) if args.run_dir else Path(cfg.run.dir) / "bench-learning"
+    # The file gets every event; the console only errors (a failed training, a dead engine).
+    configure_logging(run_dir=run_dir, process="bench-learning", console_level="error")
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    with stdout_to_stderr():  # vLLM logs to stdout; stdout carries only the result
+        res = anyio.run(lambda: run_learning_bench(cfg, settings, run_dir, config_file=config_file, progress=progress))
+    print(json.dumps(res, indent=1) if args.json else render(res))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark against its baseline and print ratios")
     bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
@@ -151,3 +197,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"completions per sampling request (default {DEFAULT_N})")  # fmt: skip
     pl.add_argument("--rounds", type=int, default=1, help="measurements per side, median reported (default 1)")
     pl.set_defaults(func=cmd_bench_pipeline)
+
+    from soar_async.bench import learning as lb
+
+    lr = bench_sub.add_parser(
+        "learning",
+        help="does the loop make the model better? generations 0..G-1 of the daemon against a seed-trained control",
+        description="Runs the learning loop (soar daemon) on a fixed set of measured tasks: generation 0 with the "
+        "base model, then trained generations (relabelled programs through the reuse filters plus baseline seed "
+        "programs of other tasks, LoRA from the base model, hot-swap, search); and a control: a LoRA trained on "
+        "seed-style data of other tasks alone, with about as many training tokens as the last generation's, "
+        "searched once. Prints usable share, mean train accuracy, programs right on train, tasks solved, why "
+        "completions were not usable, tokens/s and training time per generation and for the control, and a "
+        "verdict. The same command on the same --run-dir continues a stopped run (or only prints a finished one).",
+    )
+    lr.add_argument("--json", action="store_true", help="print one JSON object (generations, control, verdict)")
+    lr.add_argument("--tasks", default=lb.DEFAULT_TASKS,
+                    help=f"N (the N {lb.POOL} tasks with the shortest sampling prompts) or a task selector "
+                    f"(default {lb.DEFAULT_TASKS})")  # fmt: skip
+    lr.add_argument("--samples", type=int, default=lb.DEFAULT_SAMPLES,
+                    help=f"samples per task per search (default {lb.DEFAULT_SAMPLES})")  # fmt: skip
+    lr.add_argument("--refinements", type=int, default=0, help="refinements per task per search (default 0)")
+    lr.add_argument("--temperature", type=float, default=lb.DEFAULT_TEMPERATURE, help="default 1.0")
+    lr.add_argument("--min-p", type=float, default=lb.DEFAULT_MIN_P, help="default 0.05")
+    lr.add_argument("--max-tokens", type=int, default=lb.DEFAULT_MAX_TOKENS,
+                    help=f"new tokens per sample (default {lb.DEFAULT_MAX_TOKENS})")  # fmt: skip
+    lr.add_argument("--seed-tasks", default=lb.DEFAULT_SEED_TASKS,
+                    help="N (the next N tasks by prompt length after the measured ones) or a selector; never a "
+                    f"measured task (default {lb.DEFAULT_SEED_TASKS})")  # fmt: skip
+    lr.add_argument("--seed-examples-per-task", type=int, default=lb.DEFAULT_SEED_EXAMPLES,
+                    help=f"baseline examples per seed task (default {lb.DEFAULT_SEED_EXAMPLES})")  # fmt: skip
+    lr.add_argument("--generations", type=int, default=lb.DEFAULT_GENERATIONS,
+                    help=f"searches of the loop, generation 0 included (default {lb.DEFAULT_GENERATIONS})")  # fmt: skip
+    lr.add_argument("--repeats", type=int, default=1,
+                    help="searches of each model in all, for the spread (default 1: no spread)")  # fmt: skip
+    lr.add_argument("--learning-rate", type=float, default=None, help="default: train.learning_rate of the config")
+    lr.add_argument("--run-dir", help="default: <run.dir>/bench-learning")
+    add_config_args(lr)
+    lr.set_defaults(func=cmd_bench_learning)

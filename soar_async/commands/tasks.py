@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
@@ -46,6 +47,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"id": task.id, **task.to_json()}))
         return 0
+    if args.png:
+        from soar_async.cli import CliError
+        from soar_async.report.png import write_task_png
+
+        try:
+            import PIL  # noqa: F401  (vllm brings Pillow; an install without it gets a line, not a traceback)
+        except ImportError:
+            raise CliError("--png needs Pillow: pip install pillow") from None
+        width, height = write_task_png(task, Path(args.png))
+        print(f"wrote {args.png} ({width}x{height} px): task {task.id}")
+        return 0
     console = Console(highlight=False, no_color=args.no_color or None)
     render_task(task, console)
     return 0
@@ -77,4 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--source", help="look for the id in this selector instead of the bundled sets")
     show.add_argument("--json", action="store_true", help="print the task as JSON instead")
     show.add_argument("--no-color", action="store_true", help="digits only")
+    show.add_argument(
+        "--png", metavar="FILE", help="draw the task to this PNG file instead (train pairs, test inputs and outputs)"
+    )
     show.set_defaults(func=cmd_show)

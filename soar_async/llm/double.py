@@ -13,7 +13,11 @@ from the rule's texts, cycling, continuing where the last request for that rule 
 With "log", every prompt is appended to that file as one JSON line {"kind", "messages",
 "version"}, so a test can read what the search asked. Token counts are whitespace words.
 With "die_after": N, the engine serves N requests and then behaves as a dead engine (every
-call raises EngineDead), as vLLM does when its engine process is killed.
+call raises EngineDead), as vLLM does when its engine process is killed. A rule with
+"trained": true applies only to requests served by an updated model (not the base one), with
+"trained": false only to the base model's, so a test can tell the generations' programs apart.
+`update` takes a version only from a directory holding a PEFT adapter (adapter_config.json
+and weights), as a real engine would.
 """
 
 from __future__ import annotations
@@ -73,10 +77,13 @@ class ScriptedEngine:
     def version(self) -> str:
         return self._version
 
-    def _choose(self, messages: Sequence[ChatMessage]) -> tuple[int, list[str]]:
+    def _choose(self, messages: Sequence[ChatMessage], version: str) -> tuple[int, list[str]]:
         prompt = "\n".join(m["content"] for m in messages)
         kind = prompt_kind(messages)
+        trained = version != BASE_VERSION
         for i, r in enumerate(self.rules):
+            if r.get("trained", trained) != trained:
+                continue
             if r["contains"] in prompt and r.get("kind", "any") in ("any", kind):
                 return i, list(r["texts"])
         return len(self.rules), self.default
@@ -91,7 +98,7 @@ class ScriptedEngine:
             self.served += 1
         if self.delay_s:
             await anyio.sleep(self.delay_s)
-        i, texts = self._choose(messages)
+        i, texts = self._choose(messages, used)
         with self._lock:
             picks = [texts[next(self._turns[i]) % len(texts)] for _ in range(n)]
             if self.log_path is not None:
@@ -103,6 +110,9 @@ class ScriptedEngine:
         return Generation(comps, prompt_tokens=prompt_tokens, version=used)
 
     async def update(self, version: str, adapter_dir: Path) -> None:
+        has_weights = any(adapter_dir.glob("adapter_model.*"))
+        if not (adapter_dir / "adapter_config.json").is_file() or not has_weights:
+            raise EngineError(f"double engine: {adapter_dir} holds no PEFT adapter (adapter_config.json + weights)")
         self._version = version
 
     async def aclose(self) -> None:

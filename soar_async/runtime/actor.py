@@ -153,6 +153,17 @@ class Actor(Generic[In]):
         """Reply to one request on `serves` (only actors that set `serves`)."""
         raise NotImplementedError
 
+    async def main(self) -> None:
+        """A role's own long-running work beside its inputs (the conductor's generation loop).
+
+        Runs while the worker runs, and is cancelled with its fetching when the worker is
+        asked to stop; when it returns, the worker stops. Most roles have none."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_main(cls) -> bool:
+        return cls.main is not Actor.main
+
     def ids(self, msg: In) -> dict[str, Any]:
         """Ids bound to every log event while `msg` is handled."""
         return {k: getattr(msg, k) for k in ("task_id", "program_id", "request_id") if hasattr(msg, k)}
@@ -243,6 +254,8 @@ class ActorRunner:
         self._slots = anyio.Semaphore(self.concurrency)
         self._working: dict[int, tuple[Msg, float, float]] = {}
         self._load_ema = 0.0
+        self.finished = anyio.Event()
+        """Set once `run` has returned or failed (the worker is gone)."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -281,8 +294,8 @@ class ActorRunner:
                 )
                 self.feeds.append(feed)
                 subs.append(await self.bus.js.pull_subscribe_bind(feed.consumer, stream=feed.stream))
-            if not self.feeds:
-                raise ValueError(f"actor {self.actor_cls.role!r} listens to nothing (set `inputs`)")
+            if not self.feeds and not self.actor_cls.has_main():
+                raise ValueError(f"actor {self.actor_cls.role!r} listens to nothing (set `inputs` or `main`)")
             self.state = "running"
             async with anyio.create_task_group() as services:
                 services.start_soon(self._heartbeat_loop)
@@ -302,6 +315,8 @@ class ActorRunner:
                         async with anyio.create_task_group() as fetchers:
                             for feed, sub in zip(self.feeds, subs[: len(self.feeds)], strict=True):
                                 fetchers.start_soon(self._fetch_loop, feed, sub, handlers)
+                            if self.actor_cls.has_main():
+                                fetchers.start_soon(self._main)
                     # Fetching was cancelled (a stop): in-flight work has until the deadline.
                     self.state = "draining"
                     self.log.info("actor draining", in_flight=self.in_flight)
@@ -320,6 +335,13 @@ class ActorRunner:
                 with anyio.move_on_after(30):
                     await self.actor.teardown()
             self.log.info("actor stopped", **self.counters.as_dict())
+            self.finished.set()
+
+    async def _main(self) -> None:
+        """The actor's own loop; its end is the worker's end (a stop cancels it first)."""
+        await self.actor.main()
+        self.log.info("actor finished its work")
+        self.request_stop()
 
     # -- request/reply ------------------------------------------------------------------
 

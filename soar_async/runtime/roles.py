@@ -16,8 +16,10 @@ ROLES: dict[str, str] = {
     "proposer": "actors.proposer:Proposer",
     "refiner": "actors.refiner:Refiner",
     "archive": "actors.archive:Archive",
+    "trainer": "actors.trainer:Trainer",
+    "conductor": "actors.conductor:Conductor",
 }
-"""Role name -> `module:Class`. Later issues add the trainer and the conductor."""
+"""Role name -> `module:Class`."""
 
 SEARCH_ACTORS: list[tuple[str, int | None]] = [("proposer", None), ("refiner", None), ("archive", None)]
 """The search's own actors: light, one of each per machine (or per partition)."""

@@ -111,11 +111,28 @@ async def gather_status(bus: Bus) -> dict[str, Any]:
                 "queued" if t["queued"] and not t["evaluated"] else "running" if t["queued"] else "evaluated",
             )
         out["tasks"] = sorted(tasks.values(), key=lambda t: t["task_id"])
+        out["conductor"] = await _conductor_state(bus)
         rates: dict[str, float] = {}
         for w in out["workers"]:
             rates[w["role"]] = round(rates.get(w["role"], 0.0) + float(w.get("rate") or 0.0), 3)
         out["throughput_per_s"] = rates
     return out
+
+
+async def _conductor_state(bus: Bus) -> dict[str, Any] | None:
+    """The learning loop's record (generation, phase, one line per generation), if a daemon runs here."""
+    import json
+
+    import nats.js.errors
+
+    from soar_async.bus.topology import KV_STATE
+
+    try:
+        kv = await bus.js.key_value(KV_STATE)
+        entry = await kv.get("conductor")
+        return dict(json.loads(entry.value or b"{}"))
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.NotFoundError, ValueError):
+        return None
 
 
 def render_status(st: dict[str, Any]) -> str:
@@ -185,6 +202,16 @@ def render_status(st: dict[str, Any]) -> str:
             if sname != "SOAR_LOGS"
             else f"{sname}: {s['messages']} log events"
         )
+    cond = st.get("conductor")
+    if cond:
+        from soar_async.learn.report import render_generations
+
+        console.print(
+            f"learning loop: generation {cond.get('generation')}, phase {cond.get('phase')}, "
+            f"model {cond.get('model_version') or 'base'}, {len(cond.get('tasks') or [])} tasks"
+        )
+        if cond.get("history"):
+            console.print(render_generations(cond["history"]), markup=False, highlight=False)
     if st["tasks"]:
         tt = Table(title=f"tasks ({len(st['tasks'])})")
         cols = ("task", "state", "queued", "evaluated", "programs", "correct", "best h", "sampled", "refined", "tokens")

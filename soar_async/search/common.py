@@ -108,7 +108,7 @@ async def should_stop(bus: Bus, plan: Plan) -> bool:
     if plan.stop_after_correct <= 0:
         return False
     st = await current_status(bus, plan.task.id)
-    return st is not None and st.correct >= plan.stop_after_correct
+    return st is not None and st.generation == plan.generation and st.generation_correct >= plan.stop_after_correct
 
 
 async def ask_archive(bus: Bus, query: ArchiveQuery, *, timeout: float = 10.0) -> Any:
@@ -146,7 +146,7 @@ def gen_request(
         temperature=search.temperature,
         min_p=search.min_p,
         parent_id=parent_id,
-        model_version=model_version,
+        model_version=model_version or plan.model_version or None,
         generation=plan.generation,
         meta={"slot": slot, **({"island": island} if island is not None else {})},
     )
@@ -179,8 +179,8 @@ class Proposing:
     """Completions in, execution requests and one `Proposals` out; a duplicate norm is not run twice.
 
     `seen` remembers the norms this worker already sent per task; after a restart it is
-    empty and a duplicate may run once more, which the archive absorbs (same program id,
-    same norm: stored once, counted as written).
+    empty and a duplicate may run once more, which the archive absorbs (a norm it already
+    has is not stored again; the vote counts it through its completion rows).
     """
 
     def __init__(self) -> None:

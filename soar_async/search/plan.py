@@ -38,7 +38,13 @@ def request_id(generation: int, kind: str, task_id: str, slot: int) -> str:
 
 
 def search_task(
-    task: Task, config: SearchConfig, *, generation: int = 0, samples: int | None = None, refinements: int | None = None
+    task: Task,
+    config: SearchConfig,
+    *,
+    generation: int = 0,
+    samples: int | None = None,
+    refinements: int | None = None,
+    model_version: str = "",
 ) -> SearchTask:
     """The `SearchTask` that starts `task`'s search with the configured budgets."""
     return SearchTask(
@@ -51,6 +57,7 @@ def search_task(
         n_refine=config.completions_per_refine_request,
         stop_after_correct=config.stop_after_correct,
         requests_in_flight=config.requests_in_flight,
+        model_version=model_version,
     )
 
 
@@ -67,6 +74,8 @@ class Plan:
     stop_after_correct: int
     window: int
     """Requests in flight per phase (`SearchTask.requests_in_flight`)."""
+    model_version: str = ""
+    """The version every request of this search names ("": the one being served)."""
 
     @classmethod
     def of(cls, msg: SearchTask) -> Plan:
@@ -85,6 +94,7 @@ class Plan:
             n_refine=msg.n_refine,
             stop_after_correct=msg.stop_after_correct,
             window=msg.requests_in_flight,
+            model_version=msg.model_version,
         )
 
     def slots(self, kind: str) -> int:

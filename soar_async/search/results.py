@@ -20,6 +20,7 @@ from typing import Any
 
 from soar_async.arc import Grid, Task
 from soar_async.scoring import read_submission, score_submission, score_task, vote
+from soar_async.search.generations import GenerationStats, generation_stats
 from soar_async.search.plan import norm_key
 from soar_async.search.store import ArchiveStore
 
@@ -72,6 +73,9 @@ class RunResults:
     completions: int
     tokens: int
     per_task: dict[str, TaskResult] = field(default_factory=dict)
+    generations: list[GenerationStats] = field(default_factory=list)
+    """Per (generation, model version): programs, usable share, mean train accuracy, that
+    generation's own vote score (`soar_async.search.generations`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +149,7 @@ def gather_results(
     are scored instead of the archive's vote (tasks it lacks score 0)."""
     stores = open_archive(run_dir)
     try:
-        return _gather(stores, run_dir, c=c, n_attempts=n_attempts, submission=submission)
+        return gather_from_stores(stores, run_dir, c=c, n_attempts=n_attempts, submission=submission)
     except sqlite3.Error as e:
         raise NoArchive(f"{run_dir}: cannot read the archive: {e}") from None
     finally:
@@ -153,8 +157,29 @@ def gather_results(
             s.close()
 
 
+def gather_from_stores(
+    stores: list[ArchiveStore],
+    run_dir: Path,
+    *,
+    c: float,
+    n_attempts: int,
+    submission: Path | None = None,
+    attempts_out: dict[str, list[list[Grid]]] | None = None,
+) -> RunResults:
+    """`gather_results` over stores already open (`open_archive`), for readers that go on
+    reading them (the HTML report). `attempts_out`, when given, receives each task's attempts
+    (the grids scored), so that a reader drawing them need not vote a second time."""
+    return _gather(stores, run_dir, c=c, n_attempts=n_attempts, submission=submission, attempts_out=attempts_out)
+
+
 def _gather(
-    stores: list[ArchiveStore], run_dir: Path, *, c: float, n_attempts: int, submission: Path | None
+    stores: list[ArchiveStore],
+    run_dir: Path,
+    *,
+    c: float,
+    n_attempts: int,
+    submission: Path | None,
+    attempts_out: dict[str, list[list[Grid]]] | None = None,
 ) -> RunResults:
     by_task: dict[str, list[ArchiveStore]] = {}
     for s in stores:
@@ -183,6 +208,8 @@ def _gather(
         else:
             attempts = _merged_attempts(holders, tid, c=c, n_attempts=n_attempts)
             score = score_task(task, attempts) if task.has_solutions else None
+        if attempts_out is not None:
+            attempts_out[tid] = [list(a) for a in attempts]
         if gens and max(gens) < 0:
             state = "imported"
         else:
@@ -213,6 +240,7 @@ def _gather(
         completions=sum(r.completions for r in per_task.values()),
         tokens=sum(r.tokens for r in per_task.values()),
         per_task=per_task,
+        generations=generation_stats(stores, c=c, n_attempts=n_attempts),
     )
 
 
@@ -263,8 +291,10 @@ def render_results(res: RunResults, *, width: int | None = None) -> str:
             _marks(r.attempts_right),
             "-" if r.score is None else f"{r.score:.2f}",
         )
+    gens = generations_table(res.generations) if len(res.generations) > 1 else None
     if width is None:  # the terminal's, or wider: a row that wraps reads better than cut-off numbers
-        need = Console(file=io.StringIO(), width=1000).measure(table).maximum
+        measure = Console(file=io.StringIO(), width=1000).measure
+        need = max(measure(t).maximum for t in (table, gens) if t is not None)
         width = max(need, shutil.get_terminal_size((120, 24)).columns)
     console = Console(file=io.StringIO(), width=width, highlight=False)
     console.print(table)
@@ -279,4 +309,43 @@ def render_results(res: RunResults, *, width: int | None = None) -> str:
         f"{res.programs} programs, {res.completions} completions, {res.tokens} tokens",
         soft_wrap=True,
     )
+    if gens is not None:
+        console.print()
+        console.print(gens)
     return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def generations_table(stats: Sequence[GenerationStats]) -> Any:
+    """The per-(generation, model version) table of `soar results` (a rich Table)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title="per generation",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption="usable: share of completions whose program gives a valid grid everywhere and passes the reuse "
+        "filters; mean h: mean train accuracy over completions (not usable: 0); all train: programs right on "
+        "every train pair (tasks with one); score: the vote of that generation's programs alone",
+        caption_justify="left",
+    )
+    for name in ("gen", "model", "tasks", "programs", "compl.", "usable", "mean h", "all train", "tokens", "score"):
+        table.add_column(name, justify="left" if name in ("gen", "model") else "right", no_wrap=True)
+    for g in stats:
+        table.add_row(
+            g.label,
+            g.model_version or "-",
+            str(g.tasks),
+            str(g.programs),
+            str(g.completions),
+            _share(g.usable_share),
+            _share(g.mean_train_accuracy),
+            f"{g.right_on_train} ({g.tasks_right_on_train})",
+            str(g.tokens),
+            "-" if g.score is None else f"{g.score:.2f}",
+        )
+    return table

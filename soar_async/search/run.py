@@ -150,6 +150,54 @@ async def search(
             ActorSpec("llm", None),
             *(ActorSpec(role, n) for role, n in SEARCH_ACTORS),
         ]
+    if len({t.id for t in tasks}) != len(tasks):
+        raise ValueError("the task list names a task twice")
+    t0 = time.perf_counter()
+    async with (
+        bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system,
+        await Bus.connect(system.bus_config, name="soar-solve-client") as client,
+    ):
+        if bus is not None:
+            await _check_workers(client)
+        outcome = await follow_search(
+            client,
+            tasks,
+            config=config,
+            generation=generation,
+            samples=samples,
+            refinements=refinements,
+            timeout=timeout,
+            on_progress=on_progress,
+        )
+    return _write_report(run_dir, tasks, outcome.status, outcome.attempts, t0, unfinished=outcome.unfinished)
+
+
+@dataclass
+class SearchOutcome:
+    """Where a followed search ended: each task's last status and its vote."""
+
+    status: dict[str, TaskStatus]
+    attempts: dict[str, list[list[Any]]]
+    unfinished: list[str]
+    scores: dict[str, float]
+    seconds: float
+
+
+async def follow_search(
+    client: Bus,
+    tasks: Sequence[Task],
+    *,
+    config: Config,
+    generation: int = 0,
+    samples: int | None = None,
+    refinements: int | None = None,
+    model_version: str = "",
+    timeout: float = 24 * 3600.0,
+    on_progress: Callable[[SearchProgress], None] | None = None,
+) -> SearchOutcome:
+    """Start one generation's search of `tasks` (idempotent) and follow it until every task is
+    done, fetching each task's vote as it finishes. Shared by `soar solve` and the conductor."""
+    log = get_logger(actor="solve")
     by_id = {t.id: t for t in tasks}
     if len(by_id) != len(tasks):
         raise ValueError("the task list names a task twice")
@@ -159,106 +207,107 @@ async def search(
     attempts: dict[str, list[list[Any]]] = {}
     all_done = anyio.Event()
 
-    async with (
-        bring_up(config, run_dir=run_dir, bus=bus, actors=actors, name="solve") as system,
-        await Bus.connect(system.bus_config, name="soar-solve-client") as client,
-    ):
-        if bus is not None:
-            await _check_workers(client)
-
-        async def settle(tid: str) -> None:
-            """A task is done: fetch its vote now, so that the score grows while the run goes on."""
-            for _ in range(30):
-                try:
-                    got = await ask_archive(client, ArchiveQuery(task_id=tid, what="vote"), timeout=30)
-                    break
-                except TransientError as e:
-                    log.warning("vote not available yet", task_id=tid, error=str(e))
-                    await anyio.sleep(1)
-            else:
-                return
-            attempts[tid] = got
-            if by_id[tid].has_solutions:
-                scores[tid] = score_task(by_id[tid], got)
-
-        async def follow(tg: anyio.abc.TaskGroup) -> None:
-            sub = await client.nc.subscribe(f"{EVT_TASK_STATUS}.>")
+    async def settle(tid: str) -> None:
+        """A task is done: fetch its vote now, so that the score grows while the run goes on."""
+        for _ in range(30):
             try:
-                for tid in by_id:  # what happened before we listened (a resumed run)
-                    st = await _latest(client, tid)
-                    if st is not None and st.generation == generation:
-                        status[tid] = st
-                for t in tasks:
-                    msg = search_task(t, config.search, generation=generation, samples=samples, refinements=refinements)
-                    await client.js_publish(msg.subject(), msg.encode(), msg_id=msg.dedup_id())
-                log.info("search started", tasks=len(tasks), generation=generation)
-                for tid, st in list(status.items()):
-                    if st.state == "done":
-                        tg.start_soon(settle, tid)
+                got = await ask_archive(client, ArchiveQuery(task_id=tid, what="vote"), timeout=30)
+                break
+            except TransientError as e:
+                log.warning("vote not available yet", task_id=tid, error=str(e))
+                await anyio.sleep(1)
+        else:
+            return
+        attempts[tid] = got
+        if by_id[tid].has_solutions:
+            scores[tid] = score_task(by_id[tid], got)
+
+    async def follow(tg: anyio.abc.TaskGroup) -> None:
+        sub = await client.nc.subscribe(f"{EVT_TASK_STATUS}.>")
+        try:
+            for tid in by_id:  # what happened before we listened (a resumed run)
+                st = await _latest(client, tid)
+                if st is not None and st.generation == generation:
+                    status[tid] = st
+            for t in tasks:
+                msg = search_task(
+                    t,
+                    config.search,
+                    generation=generation,
+                    samples=samples,
+                    refinements=refinements,
+                    model_version=model_version,
+                )
+                await client.js_publish(msg.subject(), msg.encode(), msg_id=msg.dedup_id())
+            log.info("search started", tasks=len(tasks), generation=generation)
+            for tid, st in list(status.items()):
+                if st.state == "done":
+                    tg.start_soon(settle, tid)
+            if _finished(status, by_id):
+                all_done.set()
+                return
+            async for m in sub.messages:
+                try:
+                    st = TaskStatus.decode(m.data)
+                except DecodeError:
+                    continue
+                if st.task_id not in by_id or st.generation != generation:
+                    continue
+                was = status.get(st.task_id)
+                status[st.task_id] = st
+                if st.state == "done" and (was is None or was.state != "done"):
+                    tg.start_soon(settle, st.task_id)
                 if _finished(status, by_id):
                     all_done.set()
                     return
-                async for m in sub.messages:
-                    try:
-                        st = TaskStatus.decode(m.data)
-                    except DecodeError:
-                        continue
-                    if st.task_id not in by_id or st.generation != generation:
-                        continue
-                    was = status.get(st.task_id)
-                    status[st.task_id] = st
-                    if st.state == "done" and (was is None or was.state != "done"):
-                        tg.start_soon(settle, st.task_id)
-                    if _finished(status, by_id):
-                        all_done.set()
-                        return
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await sub.unsubscribe()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
 
-        async def report_progress() -> None:
-            while True:
-                p = SearchProgress(
-                    tasks=len(tasks),
-                    done=sum(st.state == "done" for st in status.values()),
-                    programs=sum(st.programs for st in status.values()),
-                    right_on_train=sum(st.correct > 0 for st in status.values()),
-                    solved=sum(s == 1.0 for s in scores.values()),
-                    tokens=sum(st.tokens for st in status.values()),
-                    elapsed=time.perf_counter() - t0,
-                )
-                log.info(
-                    "search progress",
-                    done=p.done,
-                    tasks=p.tasks,
-                    programs=p.programs,
-                    programs_per_s=round(p.programs_per_s, 1),
-                    tokens_per_s=round(p.tokens_per_s, 1),
-                    solved=p.solved,
-                )
-                if on_progress is not None:
-                    on_progress(p)
-                await anyio.sleep(1.0)
+    async def report_progress() -> None:
+        while True:
+            p = SearchProgress(
+                tasks=len(tasks),
+                done=sum(st.state == "done" for st in status.values()),
+                programs=sum(st.programs for st in status.values()),
+                right_on_train=sum(st.correct > 0 for st in status.values()),
+                solved=sum(s == 1.0 for s in scores.values()),
+                tokens=sum(st.tokens for st in status.values()),
+                elapsed=time.perf_counter() - t0,
+            )
+            log.info(
+                "search progress",
+                done=p.done,
+                tasks=p.tasks,
+                programs=p.programs,
+                programs_per_s=round(p.programs_per_s, 1),
+                tokens_per_s=round(p.tokens_per_s, 1),
+                solved=p.solved,
+            )
+            if on_progress is not None:
+                on_progress(p)
+            await anyio.sleep(1.0)
 
-        with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(follow, tg)
-                tg.start_soon(report_progress)
-                await all_done.wait()
-                # The last votes are being fetched: give them a moment, then stop reporting.
-                with anyio.move_on_after(60):
-                    while any(tid not in attempts for tid, st in status.items() if st.state == "done"):
-                        await anyio.sleep(0.1)
-                tg.cancel_scope.cancel()
-        unfinished = sorted(tid for tid in by_id if status.get(tid) is None or status[tid].state != "done")
-        for tid in by_id:
-            if tid not in attempts:
-                try:
-                    await settle(tid)
-                except Exception as e:  # no archive answer: the submission fills the holes
-                    log.warning("no vote for task", task_id=tid, error=repr(e))
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow, tg)
+            tg.start_soon(report_progress)
+            await all_done.wait()
+            # The last votes are being fetched: give them a moment, then stop reporting.
+            with anyio.move_on_after(60):
+                while any(tid not in attempts for tid, st in status.items() if st.state == "done"):
+                    await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
+    unfinished = sorted(tid for tid in by_id if status.get(tid) is None or status[tid].state != "done")
+    for tid in by_id:
+        if tid not in attempts:
+            try:
+                await settle(tid)
+            except Exception as e:  # no archive answer: the submission fills the holes
+                log.warning("no vote for task", task_id=tid, error=repr(e))
 
-    return _write_report(run_dir, tasks, status, attempts, t0, unfinished=unfinished)
+    return SearchOutcome(status, attempts, unfinished, scores, time.perf_counter() - t0)
+
 
 def _write_report(
     run_dir: Path,

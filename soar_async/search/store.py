@@ -89,6 +89,7 @@ class _Counts:
     """(generation, kind) -> norms proposed there and not evaluated yet."""
     resolved: dict[tuple[int, str], int]
     tokens: dict[int, int]
+    correct_by_gen: dict[int, int]
 
 
 def _record_json(rec: ProgramRecord) -> str:
@@ -211,10 +212,17 @@ class ArchiveStore:
         return task
 
     def add_evaluated(self, ev: Evaluated) -> bool:
-        """Record an executed program; False when it was already recorded."""
+        """Record an executed program; False when it was already recorded.
+
+        A program whose norm the task already has (another text of the same program, run
+        again by a proposer restarted with an empty memory of what it sent) is not stored a
+        second time: its completion row already counts it in the vote as a duplicate."""
         task = self.task(ev.task_id, ev.task_digest or None)
         rec = ProgramRecord.from_evaluated(task, ev)
         norm = ev.norm or norm_key(rec.code)
+        same = "SELECT 1 FROM programs WHERE task_id=? AND norm=? AND digest=? LIMIT 1"
+        if self.db.execute(same, (rec.task_id, norm, rec.task_digest)).fetchone():
+            return False
         cur = self.db.execute(
             "INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -230,6 +238,8 @@ class ArchiveStore:
         if c is not None:
             c.programs += 1
             c.correct += int(rec.all_train_correct)
+            if rec.all_train_correct:
+                c.correct_by_gen[rec.generation] = c.correct_by_gen.get(rec.generation, 0) + 1
             c.best = max(c.best, rec.train_accuracy)
             c.arms += int(not rec.raised_any)
             c.evaluated_norms.add(norm)
@@ -289,7 +299,12 @@ class ArchiveStore:
                 (task_id,),
             ).fetchall()
         )
-        c = _Counts(programs, correct, best, arms, evaluated, pending, resolved, tokens)
+        correct_by_gen = dict(
+            self.db.execute(
+                "SELECT generation, COUNT(*) FROM programs WHERE task_id=? AND all_train=1 GROUP BY 1", (task_id,)
+            ).fetchall()
+        )
+        c = _Counts(programs, correct, best, arms, evaluated, pending, resolved, tokens, correct_by_gen)
         if self._writer:
             self._counts[task_id] = c
         return c
@@ -314,6 +329,7 @@ class ArchiveStore:
             state="done" if done else "running",
             programs=c.programs,
             correct=c.correct,
+            generation_correct=c.correct_by_gen.get(gen, 0),
             best_fitness=c.best,
             generation=gen,
             sample_slots=sample_slots,
@@ -469,6 +485,44 @@ class ArchiveStore:
         """Completion tokens spent on the task, all generations together."""
         row = self.db.execute("SELECT COALESCE(SUM(completion_tokens),0) FROM slots WHERE task_id=?", (task_id,))
         return int(row.fetchone()[0])
+
+    # ------------------------------------------------------------------ per generation (`soar results`, `soar report`)
+
+    def norm_records(self, task_id: str) -> list[tuple[str, ProgramRecord]]:
+        """The task's programs, one per norm (the first stored, as `records` keeps them), with their norm:
+        completions name programs by norm, so per-generation counts are matched against these."""
+        out: dict[str, ProgramRecord] = {}
+        for norm, rec_json in self.db.execute(
+            "SELECT norm, record FROM programs WHERE task_id=? ORDER BY evaluated_at", (task_id,)
+        ):
+            if norm not in out:
+                out[norm] = ProgramRecord.from_dict(json.loads(rec_json))
+        return list(out.items())
+
+    def generation_completions(self, task_id: str) -> dict[tuple[int, str], dict[str | None, int]]:
+        """(generation, model version) -> norm -> completions that wrote it; the norm None counts the
+        completions without code. The model version is the one the slot was served by.
+
+        The vote of one generation counts each program as often as that generation wrote it, as
+        `records` does over all generations (a program with no completion at all, an import,
+        counts once in its own generation and model version)."""
+        out: dict[tuple[int, str], dict[str | None, int]] = {}
+        for gen, version, norm, n in self.db.execute(
+            "SELECT c.generation, s.model_version, c.norm, COUNT(*) FROM completions c "
+            "JOIN slots s USING (task_id, generation, kind, slot) WHERE c.task_id=? GROUP BY 1, 2, 3",
+            (task_id,),
+        ):
+            out.setdefault((gen, version), {})[norm] = n
+        return out
+
+    def generation_tokens(self, task_id: str) -> dict[tuple[int, str], int]:
+        """(generation, model version) -> completion tokens of the task's requested (not skipped) slots."""
+        rows = self.db.execute(
+            "SELECT generation, model_version, COALESCE(SUM(completion_tokens),0) FROM slots "
+            "WHERE task_id=? AND skipped=0 GROUP BY 1, 2",
+            (task_id,),
+        )
+        return {(g, v): int(n) for g, v, n in rows}
 
 
 def open_stores(run_dir: Path) -> list[ArchiveStore]:

@@ -175,6 +175,11 @@ def test_constructors_check_types_and_coerce_losslessly() -> None:
         ("train.learning_rate=0", "train.learning_rate must be above 0, got 0.0"),
         ("train.warmup_ratio=2", "train.warmup_ratio must be between 0 and 1, got 2.0"),
         ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+        ("train.save_steps=0", "train.save_steps must be at least 1, got 0"),
+        ("train.per_device_batch_size=0", "train.per_device_batch_size must be at least 1, got 0"),
+        ("train.threads=-1", "train.threads must be at least 0, got -1"),
+        ("train.max_grad_norm=-1", "train.max_grad_norm must be at least 0, got -1.0"),
+        ("train.lora_dropout=1", "train.lora_dropout must be at least 0 and below 1, got 1.0"),
         ("model.max_concurrent_requests=0", "model.max_concurrent_requests must be at least 1, got 0"),
         ("sandbox.workers=-1", "sandbox.workers must be at least 0, got -1"),
         ("sandbox.memory_mb=32", r"sandbox.memory_mb must be 0 \(the default\) or at least 64, got 32"),
@@ -233,3 +238,29 @@ def test_sandbox_memory_floor_agrees_with_the_sandbox() -> None:
     from soar_async.sandbox.types import MIN_MEMORY_MB
 
     assert SANDBOX_MIN_MEMORY_MB == MIN_MEMORY_MB
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("train.device=tpu", "train.device must be one of auto, cpu, cuda, got 'tpu'"),
+        ("train.dtype=int8", "train.dtype must be one of auto, float32, bfloat16, float16, got 'int8'"),
+        ("train.lr_scheduler=cosine_with_min_lr", "train.lr_scheduler must be one of cosine, linear, .*"),
+        ("train.target_modules=[]", r"train.target_modules must be not empty, got \(\)"),
+        (
+            "train.per_device_batch_size=3",
+            r"train.per_device_batch_size must be a divisor of train.effective_batch_size \(32\), got 3",
+        ),
+    ],
+)
+def test_trainer_settings_are_checked(setting: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match="^--set: " + needle):
+        load(overrides=[setting], environ={})
+
+
+def test_trainer_settings_take_lists_and_keep_the_papers_recipe() -> None:
+    c = load(overrides=["train.target_modules=q_proj,v_proj", "train.per_device_batch_size=8"], environ={})
+    assert c.train.target_modules == ("q_proj", "v_proj") and c.train.per_device_batch_size == 8
+    t = Config().train
+    assert (t.device, t.dtype, t.threads, t.gradient_checkpointing, t.max_grad_norm) == ("auto", "auto", 0, False, 1.0)
+    assert len(t.target_modules) == 7 and t.effective_batch_size % t.per_device_batch_size == 0

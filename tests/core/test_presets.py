@@ -17,7 +17,9 @@ from soar_async.config import Config, load
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
-PRESETS = sorted(p for p in CONFIG.glob("*.toml") if p.name != "default.toml")
+CPU_PRESETS = ("cpu-small",)
+"""Presets for CPU machines and the default model; checked by their own test, not the GPU one."""
+PRESETS = sorted(p for p in CONFIG.glob("*.toml") if p.name != "default.toml" and p.stem not in CPU_PRESETS)
 GPU_GB = 80
 BF16_BYTES = 2
 
@@ -95,3 +97,26 @@ def test_readme_lists_every_preset() -> None:
     readme = (ROOT / "README.md").read_text()
     listed = set(re.findall(r"config/([\w.-]+)\.toml", readme)) - {"default"}
     assert listed >= set(MODELS), f"presets missing from README.md: {sorted(set(MODELS) - listed)}"
+
+
+def test_cpu_small_preset_trains_the_default_model_on_cpu() -> None:
+    """The CPU preset: the bundled model, a small adapter at a higher learning rate, sequences that
+    fit small ARC tasks within SmolLM2's 8192-token context, a small search and seeded training."""
+    assert {p.stem for p in CONFIG.glob("*.toml")} >= set(CPU_PRESETS)
+    cfg = load(CONFIG / "cpu-small.toml", environ={})
+    t, d = cfg.train, Config().train
+    assert cfg.model.path == "" and cfg.model.engine == "vllm" and cfg.model.update_mode == "auto"
+    assert (t.lora_rank, t.lora_alpha, t.learning_rate, t.epochs, t.effective_batch_size) == (32, 32, 2e-4, 3, 4)
+    assert t.use_rslora and t.lora_rank <= cfg.model.max_lora_rank
+    assert 2048 <= t.max_seq_len <= 8192
+    assert (t.device, t.dtype, t.per_device_batch_size) == ("cpu", "float32", 1)
+    assert t.save_steps * t.effective_batch_size <= 32, "a killed trainer loses little"
+    # The SOAR defaults are untouched by the preset.
+    assert (d.lora_rank, d.lora_alpha, d.learning_rate, d.epochs) == (256, 32, 5e-5, 3)
+    assert all(getattr(cfg, s) == getattr(Config(), s) for s in ("vote", "sandbox", "bus", "run"))
+    # A search a 2-core machine finishes in minutes, and seeds for the first training (the base
+    # model writes nothing that passes the reuse filters), from the baseline on training tasks.
+    s = cfg.search
+    assert s.samples_per_task + s.refinements_per_task <= 32 and max(s.max_tokens_sample, s.max_tokens_refine) <= 1024
+    assert cfg.daemon.seed_programs.startswith("baseline:arc-agi-1:training")
+    assert cfg.daemon.mode == "train-tasks" and cfg.daemon.generations == 0

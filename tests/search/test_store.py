@@ -89,6 +89,11 @@ def test_store_is_idempotent_and_counts_duplicates_in_the_vote(tmp_path: Path, t
     for ex in execs:
         ev = evaluated(task, ex.code)
         assert store.add_evaluated(ev) and not store.add_evaluated(ev)
+    # The commented rotation run as well (a restarted proposer forgot it sent the rotation):
+    # another program id, the same norm, so not a second program.
+    again = evaluated(task, ROT180_COMMENTED)
+    assert again.program_id != evaluated(task, ROT180).program_id
+    assert not store.add_evaluated(again)
     st = store.status(task.id)
     assert st.state == "done" and st.sampling_settled and st.pending == 0
     assert st.programs == 3 and st.correct == 1 and st.best_fitness == 1.0 and st.tokens == 80
