@@ -32,7 +32,15 @@ import nats.js.errors
 
 from soar_async.arc import Task, load_tasks
 from soar_async.bus.conn import Bus
-from soar_async.bus.topology import EVT_MODEL_UPDATED, EVT_TASK_SUBMITTED, KV_STATE, OBJ_BLOBS, STREAM_EVENTS
+from soar_async.bus.topology import (
+    EVT_MODEL_UPDATED,
+    EVT_TASK_SUBMITTED,
+    KV_STATE,
+    OBJ_BLOBS,
+    STREAM_DLQ,
+    STREAM_EVENTS,
+    dead_letter_subject,
+)
 from soar_async.learn.dataset import DatasetStats, seed_examples
 from soar_async.messages import ArchiveQuery, DecodeError, Message, ModelUpdated, TrainRequest
 from soar_async.runtime.actor import Actor, TransientError
@@ -291,7 +299,7 @@ class Conductor(Actor[Message]):
             req = TrainRequest(request_id=request_id, dataset_ref=state.dataset_ref, generation=gen)
             await self.ctx.publish(req)
             self.ctx.log.info("training requested", generation=gen, request_id=request_id)
-            got = await self._wait_update(gen + 1)
+            got = await self._wait_update(state, gen + 1)
         state.entry(gen)["train"] = {"version": got.version, **got.train}
         state.model_version = got.version
         state.train_request = ""
@@ -307,23 +315,56 @@ class Conductor(Actor[Message]):
             return None
         return mu if mu.generation == generation else None
 
-    async def _wait_update(self, generation: int) -> ModelUpdated:
-        sub = await self.ctx.bus.nc.subscribe(EVT_MODEL_UPDATED)
+    async def _wait_update(self, state: ConductorState, generation: int) -> ModelUpdated:
+        """The `ModelUpdated` of `generation`; a training the trainers gave up on (its request in
+        their dead letters) fails the conductor rather than leave it waiting forever, with the
+        phase set back so that the next start trains anew on a fresh request."""
+        bus = self.ctx.bus
+        updates = await bus.nc.subscribe(EVT_MODEL_UPDATED)
+        dead = await bus.nc.subscribe(dead_letter_subject("trainer"))
         try:
             got = await self._published_update(generation)  # announced before we listened
             if got is not None:
                 return got
-            async for m in sub.messages:
-                try:
-                    mu = ModelUpdated.decode(m.data)
-                except DecodeError:
-                    continue
-                if mu.generation == generation:
-                    return mu
-            raise TransientError("the model-update subscription ended")
+            result: list[ModelUpdated] = []
+            failure: list[str] = []
+            async with anyio.create_task_group() as tg:
+
+                async def on_update() -> None:
+                    async for m in updates.messages:
+                        try:
+                            mu = ModelUpdated.decode(m.data)
+                        except DecodeError:
+                            continue
+                        if mu.generation == generation:
+                            result.append(mu)
+                            tg.cancel_scope.cancel()
+                            return
+
+                async def on_dead_letter() -> None:
+                    last = await _last_dead_training(bus)
+                    msgs = [last] if last is not None else []
+                    async for m in _chain(msgs, dead.messages):
+                        req = _train_request(m.data)
+                        if req is not None and req.request_id == state.train_request:
+                            failure.append((m.headers or {}).get("Soar-Reason", "no reason given").split(" --- ")[0])
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(on_update)
+                tg.start_soon(on_dead_letter)
+            if result:
+                return result[0]
+            state.train_request, state.phase = "", DATASET
+            await save_state(bus, state)
+            raise ValueError(
+                f"generation {generation - 1}: the trainer gave up on training ({failure[0] if failure else ''}); "
+                "see `soar logs --actor trainer`; the next start of the daemon builds the data and trains again"
+            )
         finally:
             with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
+                await updates.unsubscribe()
+                await dead.unsubscribe()
 
     async def _swap(self, state: ConductorState) -> None:
         """Wait (bounded) until every live LLM worker serves the new version."""
@@ -345,6 +386,29 @@ class Conductor(Actor[Message]):
         if st is None:
             return {}
         return {"generation": st.generation, "phase": st.phase, "model_version": st.model_version or "base"}
+
+
+def _train_request(data: bytes) -> TrainRequest | None:
+    try:
+        return TrainRequest.decode(data)
+    except DecodeError:
+        return None
+
+
+async def _last_dead_training(bus: Bus) -> Any:
+    """The trainers' last dead letter (a failure while no conductor listened), if any."""
+    try:
+        with anyio.fail_after(bus.cfg.request_timeout):
+            return await bus.js.get_last_msg(STREAM_DLQ, dead_letter_subject("trainer"))
+    except nats.js.errors.NotFoundError:
+        return None
+
+
+async def _chain(first: list[Any], rest: Any) -> Any:
+    for m in first:
+        yield m
+    async for m in rest:
+        yield m
 
 
 def _submitted_task(data: bytes) -> Task | None:

@@ -23,6 +23,7 @@ import anyio
 
 from soar_async.bus.topology import OBJ_BLOBS
 from soar_async.llm.adapters import publish_adapter
+from soar_async.llm.engine import EngineError
 from soar_async.llm.models import resolve_model_path
 from soar_async.messages import Message, ModelUpdated, TrainRequest
 from soar_async.runtime.actor import Actor, PermanentError
@@ -52,7 +53,7 @@ class Trainer(Actor[Message]):
         base = msg.base_model or cfg.train.base_model or cfg.model.path
         try:
             base_dir = await anyio.to_thread.run_sync(resolve_model_path, base)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EngineError) as e:
             raise PermanentError(f"training base model {base or '(default)'!r}: {e}") from None
         work = (self.ctx.run_dir or Path(".")) / "train" / _safe(msg.request_id)
         work.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,8 @@ class Trainer(Actor[Message]):
             "final_loss": result.final_loss,
             "seconds": round(result.seconds, 1),
             "tokens_per_s": round(result.tokens_per_s, 1),
+            "tokens": result.tokens,
+            "answer_tokens": result.answer_tokens,
             "wall_s": round(time.perf_counter() - t0, 1),
         }
         self.ctx.log.info("new model version", version=version, generation=msg.generation + 1, **train)

@@ -234,3 +234,19 @@ def test_a_task_submitted_to_a_running_daemon_is_searched_and_trained_on(tmp_pat
 def tasks_of(run: Path) -> list[tuple[int, str, str]]:
     with sqlite3.connect(run / "archive.sqlite", timeout=5) as db:
         return db.execute("SELECT generation, model_version, task_id FROM programs").fetchall()
+
+
+@pytest.mark.slow
+def test_a_training_the_trainer_gives_up_on_stops_the_daemon_with_the_reason(tmp_path: Path) -> None:
+    """No model at `train.base_model`: the trainer dead-letters the request; the daemon does not
+    wait forever for a model that will never come, it exits naming the reason, and its state is
+    set back so that the next start (with the model fixed) trains anew."""
+    log = tmp_path / "llm.jsonl"
+    run = tmp_path / "run"
+    missing = tmp_path / "no-such-model"
+    args = daemon_args(run, write_script(tmp_path / "script.json", log), missing)
+    done = subprocess.run(args, capture_output=True, env=soar_env(), cwd=ROOT, timeout=300)
+    text = (done.stdout + done.stderr).decode()
+    assert done.returncode != 0, text[-3000:]
+    assert "gave up on training" in text and "no-such-model" in text, text[-3000:]
+    assert {g for g, _, _ in programs(run)} == {0}  # generation 0 was searched and kept
