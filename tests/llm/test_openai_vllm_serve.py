@@ -293,8 +293,8 @@ def test_concurrent_requests_stay_within_the_limit(server: Server) -> None:
 def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
     """Four callers of long generations (8 sequences each, every one forced to ~3,900 tokens: far
     more work than the test waits for) are cancelled once the server generates for all 32: the
-    callers return at once, the engine's slots are free, the server stops well short of what
-    the requests asked for (it aborted them) and serves the next request."""
+    callers return at once, the engine's slots are free, the server goes idle short of what the
+    requests forced it to write (it aborted them) and serves the next request."""
     TTFT, TOKENS = "vllm:time_to_first_token_seconds_count", "vllm:generation_tokens_total"
     forced = MAX_MODEL_LEN - 200
 
@@ -340,8 +340,11 @@ def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
                 return idle and a.get(TOKENS) == b.get(TOKENS)
 
             await wait_for(stopped, 60, "the server to stop generating for the cancelled requests")
+            # Had the server run them to the end, every sequence would have written at least its
+            # forced minimum; it went idle short of that: it aborted them. (How far it got before
+            # the cancel depends on the machine's speed, and is not asserted.)
             generated = (await metrics(server))[TOKENS] - before.get(TOKENS, 0.0)
-            assert generated < 0.25 * 32 * forced, (generated, server.tail())
+            assert generated < 32 * forced, (generated, server.tail())
 
             engine._post = post  # type: ignore[method-assign]
             after = await engine.generate(CHAT, 2, Sampling(max_tokens=8))
