@@ -16,8 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from soar_async.arc import Task
+import anyio
+
+from soar_async.arc import Task, load_tasks
+from soar_async.config import Config, apply
 from soar_async.prompts import grid_text
+from soar_async.search.run import search
 
 
 def fenced(body: str) -> str:
@@ -60,3 +64,32 @@ def write_script(path: Path, tasks: list[Task], *, log: Path | None = None, dela
         script["log"] = str(log)
     path.write_text(json.dumps(script))
     return path
+
+
+def double_config(script: Path, **search_keys: object) -> Config:
+    """The configuration of a search whose model is the test double reading `script`."""
+    values = {
+        "model": {"engine": "double", "path": str(script), "max_concurrent_requests": 8},
+        "search": {
+            "samples_per_task": 8,
+            "refinements_per_task": 8,
+            "completions_per_sample_request": 4,
+            "completions_per_refine_request": 2,
+            "requests_in_flight": 2,
+            "stop_after_correct": 0,
+            "rex_islands": 2,
+            **search_keys,
+        },
+        "sandbox": {"workers": 2},
+    }
+    return apply(Config(), values, "test")
+
+
+def scripted_run(base: Path) -> Path:
+    """Run the scripted search over `TASK_IDS` to its end in `base/run`; its run directory."""
+    tasks = load_tasks("arc-agi-1:training#" + ",".join(TASK_IDS))
+    cfg = double_config(write_script(base / "script.json", tasks))
+    run_dir = base / "run"
+    report = anyio.run(lambda: search(tasks, run_dir=run_dir, config=cfg, timeout=300))
+    assert report.unfinished == [], report.unfinished
+    return run_dir

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 import pytest
 
@@ -23,10 +22,8 @@ from soar_async.cli import main
 from soar_async.relabel import parquet_schema
 from soar_async.scoring import make_submission, write_submission
 from soar_async.search.exchange import IMPORT_GENERATION
-from soar_async.search.run import search
 from soar_async.search.store import ArchiveStore
-from tests.search.scripted import EXPECTED_SCORE, TASK_IDS, write_script
-from tests.search.test_search_e2e import double_config
+from tests.search.scripted import EXPECTED_SCORE, TASK_IDS, scripted_run
 
 pytestmark = pytest.mark.slow
 
@@ -69,13 +66,7 @@ def results_json(soar: Callable[..., Ran]) -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("results")
-    tasks = load_tasks("arc-agi-1:training#" + ",".join(TASK_IDS))
-    cfg = double_config(write_script(base / "script.json", tasks))
-    run_dir = base / "run"
-    report = anyio.run(lambda: search(tasks, run_dir=run_dir, config=cfg, timeout=300))
-    assert report.unfinished == []
-    return run_dir
+    return scripted_run(tmp_path_factory.mktemp("results"))
 
 
 def programs_of(run_dir: Path) -> dict[str, tuple[Any, ...]]:

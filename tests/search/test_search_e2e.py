@@ -15,28 +15,9 @@ import anyio
 import pytest
 
 from soar_async.arc import load_tasks
-from soar_async.config import Config, apply
 from soar_async.scoring import read_submission
 from soar_async.search.run import search
-from tests.search.scripted import EXPECTED_SCORE, TASK_IDS, write_script
-
-
-def double_config(script: Path, **search: object) -> Config:
-    values = {
-        "model": {"engine": "double", "path": str(script), "max_concurrent_requests": 8},
-        "search": {
-            "samples_per_task": 8,
-            "refinements_per_task": 8,
-            "completions_per_sample_request": 4,
-            "completions_per_refine_request": 2,
-            "requests_in_flight": 2,
-            "stop_after_correct": 0,
-            "rex_islands": 2,
-            **search,
-        },
-        "sandbox": {"workers": 2},
-    }
-    return apply(Config(), values, "test")
+from tests.search.scripted import EXPECTED_SCORE, TASK_IDS, double_config, write_script
 
 
 @pytest.mark.slow
