@@ -18,6 +18,7 @@ import dataclasses
 import time
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
@@ -59,7 +60,7 @@ class Message:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {name: getattr(self, name) for name in _field_names(type(self))}
         d["t"] = self.TYPE
         d["v"] = self.VERSION
         return d
@@ -70,6 +71,16 @@ class Message:
     @classmethod
     def decode(cls: type[M], data: bytes) -> M:
         return decode(data, cls)
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def encode(msg: Message) -> bytes:
@@ -88,26 +99,89 @@ def _hints(cls: type) -> dict[str, Any]:
     return h
 
 
-def _kind_ok(value: Any, hint: Any) -> bool:
-    """Shallow check: the value's container/scalar kind matches the annotation."""
-    if hint is Any:
-        return True
+Check = Callable[[Any], bool]
+_CHECKS: dict[Any, Check] = {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_for(hint: Any) -> Check:
+    """The shallow check for one annotation: the value's container/scalar kind matches it.
+    Worked out once per annotation (typing's introspection costs more than the check)."""
+    check = _CHECKS.get(hint)
+    if check is not None:
+        return check
     origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_kind_ok(value, a) for a in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin in (list, tuple):
-        return isinstance(value, list | tuple)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
+    if hint is Any:
+        check = _always
+    elif origin in (Union, types.UnionType):
+        parts = tuple(_check_for(a) for a in get_args(hint))
+
+        def check(value: Any) -> bool:
+            return any(p(value) for p in parts)
+    elif hint is type(None):
+        check = _is_none
+    elif origin in (list, tuple):
+        check = _is_sequence
+    elif origin is dict:
+        check = _is_dict
+    elif hint is float:
+        check = _is_number
+    elif hint is int:
+        check = _is_int
+    elif isinstance(hint, type):
+        cls = hint
+
+        def check(value: Any) -> bool:
+            return isinstance(value, cls)
+    else:
+        check = _always
+    _CHECKS[hint] = check
+    return check
+
+
+def _always(value: Any) -> bool:
     return True
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+_FIELDS: dict[type, tuple[tuple[str, Check, Any, bool], ...]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, Check, Any, bool], ...]:
+    """Per field of a message type: name, check, annotation (for the error) and whether it is
+    required; worked out once per type."""
+    out = _FIELDS.get(cls)
+    if out is None:
+        hints = _hints(cls)
+        out = tuple(
+            (
+                f.name,
+                _check_for(hints[f.name]),
+                hints[f.name],
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+        )
+        _FIELDS[cls] = out
+    return out
 
 
 def decode(data: bytes, expected: type[M] | None = None) -> M:
@@ -135,17 +209,16 @@ def decode(data: bytes, expected: type[M] | None = None) -> M:
         raise DecodeError(
             f"{cls.TYPE}: schema version {v} not supported (this build reads {cls.MIN_VERSION}..{cls.VERSION})"
         )
-    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     missing = []
-    for f in dataclasses.fields(cls):
-        if f.name in obj:
-            val = obj[f.name]
-            if not _kind_ok(val, hints[f.name]):
-                raise DecodeError(f"{cls.TYPE}: field {f.name!r} has {type(val).__name__}, expected {hints[f.name]}")
-            kwargs[f.name] = val
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            missing.append(f.name)
+    for name, check, hint, required in _fields(cls):
+        if name in obj:
+            val = obj[name]
+            if not check(val):
+                raise DecodeError(f"{cls.TYPE}: field {name!r} has {type(val).__name__}, expected {hint}")
+            kwargs[name] = val
+        elif required:
+            missing.append(name)
     if missing:
         raise DecodeError(f"{cls.TYPE}: missing required field(s) {', '.join(missing)}")
     return cls(**kwargs)  # type: ignore[return-value]

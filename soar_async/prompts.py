@@ -378,10 +378,11 @@ def _clean(code: str) -> str:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and _assigned_names(node):
             assigns.append(node)
     needed: set[str] = set()
-    for node in keep:
-        needed |= _names_loaded(node)
+    if assigns:  # the names the definitions read matter only when there are constants to keep
+        for node in keep:
+            needed |= _names_loaded(node)
     chosen: set[int] = set()
-    changed = True
+    changed = bool(assigns)
     while changed:
         changed = False
         for node in assigns:

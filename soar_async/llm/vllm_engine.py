@@ -357,16 +357,21 @@ class VLLMEngine:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            for task in list(self._drains):
+            # A drain waiting for its engine's requests stops waiting; one already shutting its
+            # engine down finishes that first (shielded in `_drain`).
+            drains = list(self._drains)
+            for task in drains:
                 task.cancel()
+            for task in drains:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             served = list(self._served.values())
             self._served.clear()
-            for s in served:
-                if not s.retiring:
-                    s.retiring = True
+            for s in served:  # current and still-draining engines alike
+                s.retiring = True
+                if s.engine is not None:
                     await _shutdown(s.engine)
-            for s in served:
-                s.engine = None
+                    s.engine = None
 
     # Observability ------------------------------------------------------------------------------
 
@@ -526,8 +531,10 @@ class VLLMEngine:
                 break
         if self._served.get(s.version) is s:
             del self._served[s.version]
-        await _shutdown(s.engine)
-        s.engine = None
+        try:  # out of `_served`: nothing else would shut it down (a cancel waits for the thread)
+            await _shutdown(s.engine)
+        finally:
+            s.engine = None
 
 
 def _translate(e: Exception) -> Exception:
@@ -556,12 +563,32 @@ async def _shutdown(llm: Any) -> None:
         with contextlib.suppress(BaseException):
             await handler
     try:
-        await anyio.to_thread.run_sync(llm.shutdown)
+        await anyio.to_thread.run_sync(llm.shutdown)  # waits for the thread even when cancelled
     except Exception as e:
         log.warning("vLLM engine shutdown: %s: %s", type(e).__name__, e)
-    reaper = getattr(llm, "_soar_reaper", None)
-    if reaper is not None:
-        reaper.close()
+    finally:
+        reaper = getattr(llm, "_soar_reaper", None)
+        if reaper is not None:
+            reaper.close()
+        _disarm_del(llm)
+
+
+_SHUT: dict[type, type] = {}
+
+
+def _disarm_del(llm: Any) -> None:
+    """`AsyncLLM.__del__` shuts the engine down again. For an engine still referenced when the
+    interpreter exits (a cycle, a test's fixture), that runs after vLLM's module globals are gone
+    and prints a TypeError traceback at the end of a run that went well. Once it has been shut
+    down here, its class becomes a subclass whose `__del__` does nothing."""
+    cls = type(llm)
+    if "__del__" not in cls.__dict__:
+        return
+    quiet = _SHUT.get(cls)
+    if quiet is None:
+        quiet = _SHUT[cls] = type(cls.__name__, (cls,), {"__del__": lambda self: None, "__module__": __name__})
+    with contextlib.suppress(TypeError):
+        llm.__class__ = quiet
 
 
 def _load_tokenizer(model_dir: Path) -> Any:

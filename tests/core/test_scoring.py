@@ -209,6 +209,9 @@ def test_property_valid_grids_pass_unchanged(g: Grid) -> None:
     for form in forms:
         out, err = validate_output(form)
         assert err is None and out == g
+        assert out is not None and all(type(c) is int for row in out for c in row)
+    out, _ = validate_output(g)
+    assert out is not None and out is not g and all(a is not b for a, b in zip(out, g, strict=True))  # a fresh grid
 
 
 @settings(max_examples=300, deadline=None)

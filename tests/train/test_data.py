@@ -70,6 +70,17 @@ def test_the_cpu_preset_fits_relabelled_examples_of_small_tasks(
     assert stats.dropped_too_long == 0 and len(encoded) == len(arc_examples) and stats.longest <= limit
 
 
+def test_the_cpu_preset_seeds_fit_its_max_seq_len(default_model: Path) -> None:
+    """Every seed example of config/cpu-small.toml (one per seed task) reaches training whole."""
+    from soar_async.learn.dataset import seed_examples
+
+    cfg = load(Path(__file__).resolve().parents[2] / "config" / "cpu-small.toml", environ={})
+    examples, _ = seed_examples(cfg.daemon.seed_programs, (), per_task=cfg.daemon.seed_examples_per_task)
+    assert len(examples) >= 30
+    encoded, stats = encode_dataset(tokenizer(default_model), examples, cfg.train.max_seq_len)
+    assert stats.dropped_too_long == 0 and len(encoded) == len(examples), stats
+
+
 def test_too_long_examples_are_dropped_and_counted_not_cut(
     tiny_model_dir: Path, arc_examples: list[dict[str, Any]]
 ) -> None:
