@@ -230,3 +230,27 @@ def test_lora_mode_serves_each_version_by_its_adapter(tiny_model_dir: Path, tiny
             await eng.aclose()
 
     asyncio.run(asyncio.wait_for(main(), 300))
+
+
+def test_merged_weights_cache_keeps_the_newest_folders(tmp_path: Path) -> None:
+    """A daemon running for days merges a version per generation (~540 MB each for SmolLM2): the
+    cache keeps the MERGED_KEEP most recently used complete folders and the one just made;
+    folders without their marker (a merge in progress elsewhere) are left alone."""
+    import os
+
+    from soar_async.llm.vllm_engine import MERGED_KEEP, MERGED_MARKER, _prune_merged
+
+    made = []
+    for i in range(MERGED_KEEP + 3):
+        d = tmp_path / f"g{i}-key"
+        d.mkdir()
+        (d / MERGED_MARKER).write_text("{}")
+        os.utime(d, (1000 + i, 1000 + i))
+        made.append(d)
+    os.utime(made[0], (5000, 5000))  # the oldest version was used again: it is recent now
+    partial = tmp_path / "g9-key"
+    partial.mkdir()
+    _prune_merged(tmp_path, keep=made[1])
+    left = {p.name for p in tmp_path.iterdir()}
+    newest = {d.name for d in made[-(MERGED_KEEP - 1) :]} | {made[0].name}
+    assert left == newest | {made[1].name, partial.name}
