@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
+
+import anyio
 
 from soar_async.commands._common import add_bus_args, on_running_system
 from soar_async.logs import format_event
@@ -19,11 +22,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
     def following() -> None:
         print("soar logs: following new events (Ctrl-C to stop)", file=sys.stderr, flush=True)
 
-    try:
-        on_running_system(
-            args,
-            "logs",
-            lambda system: stream_logs(
+    async def tail(system: Any) -> None:
+        # Ctrl-C and SIGTERM cancel our own scope: the follower unwinds through its bounded
+        # cleanups and exits 0. (Left to asyncio, a SIGINT cancels the main task natively, and a
+        # follower in CI once kept running 30 s after it.)
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await stream_logs(
                 system.bus,
                 follow=args.follow,
                 actor=args.actor,
@@ -32,9 +44,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 last=args.lines,
                 emit=emit,
                 on_following=following,
-            ),
-        )
-    except KeyboardInterrupt:
+            )
+            tg.cancel_scope.cancel()
+
+    try:
+        on_running_system(args, "logs", tail)
+    except KeyboardInterrupt:  # before the signal receiver is in place
         return 0
     return 0
 
