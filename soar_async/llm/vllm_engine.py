@@ -53,6 +53,7 @@ from typing import Any
 import anyio
 
 from soar_async.config import ModelConfig
+from soar_async.devices import cpu_has_native_bf16
 from soar_async.llm.engine import BASE_VERSION, ChatMessage, Completion, EngineDead, EngineError, Generation, Sampling
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,7 @@ def cpu_dtype() -> str:
     """What "auto" means on CPU: bf16 where the cores compute in it natively (AVX512-BF16 or
     AMX: SmolLM2 made 435 tokens/s against 204 in fp32 on this machine's two cores), fp32
     elsewhere (bf16 is emulated there, and slower)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def resolve_update_mode(mode: str, on_cpu: bool) -> str:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from soar_async.config import DTYPES
 from soar_async.train.lora import TrainSpec, train
 
 PROGRAM = "```python\ndef transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n```"
@@ -75,6 +76,7 @@ def measure(model_dir: Path, dataset: Path, work: Path, ns: argparse.Namespace) 
         gradient_checkpointing=ns.gradient_checkpointing,
         save_steps=10**6,
         threads=ns.threads,
+        dtype=ns.dtype,
     )
     start: dict[str, Any] = {}
 
@@ -90,6 +92,7 @@ def measure(model_dir: Path, dataset: Path, work: Path, ns: argparse.Namespace) 
         "model": str(model_dir),
         "device": start.get("device"),
         "dtype": start.get("dtype"),
+        "autocast": start.get("autocast"),
         "gradient_checkpointing": ns.gradient_checkpointing,
         "lora_rank": ns.rank,
         "trainable_params": start.get("trainable_params"),
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-seq-len", type=int, default=8192)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="train.dtype (auto: see the config reference)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: every core)")
     parser.add_argument("--verbose", action="store_true", help="every step's event on stderr")
     ns = parser.parse_args(argv)

@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from soar_async.devices import cpu_has_native_bf16
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,6 +25,7 @@ def test_gpu_train_check_runs_on_cpu_and_prints_its_numbers_as_json() -> None:
     assert report["cuda"] is False and report["note"].startswith("no CUDA device")
     (tiny,) = report["models"]
     assert (tiny["device"], tiny["dtype"], tiny["lora_rank"]) == ("cpu", "float32", 16)
+    assert tiny["autocast"] == ("bfloat16" if cpu_has_native_bf16() else None)
     assert (tiny["examples"], tiny["steps"], tiny["dropped"]) == (4, 2, 0)
     assert tiny["tokens_per_s"] > 0 and tiny["peak_cuda_memory_gib"] is None
     assert tiny["final_loss"] < tiny["first_loss"]

@@ -178,3 +178,37 @@ def test_merged_model_computes_what_the_adapter_does(trained: Trained, tiny_mode
         want, got, plain = adapted.eval()(ids).logits, merged(ids).logits, base(ids).logits
     assert torch.allclose(got, want, atol=1e-4)
     assert not torch.allclose(plain, want, atol=1e-2), "the adapter changes the model"
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32"])
+def test_cpu_training_computes_in_bf16_only_on_auto_where_the_cores_have_it(
+    dtype: str, tiny_model_dir: Path, arc_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU "auto" keeps fp32 weights and autocasts the products to bf16 exactly where the
+    cores do bf16 natively; "float32" never does. Seen from inside: the dtype every Linear
+    layer's output had during the training's forward passes."""
+    import torch
+
+    from soar_async.devices import cpu_has_native_bf16
+
+    seen: set[torch.dtype] = set()
+    forward = torch.nn.Linear.forward
+
+    def spying(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        out = forward(self, x)
+        seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", spying)
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(arc_jsonl.read_text().splitlines(keepends=True)[:2]))
+    knobs = {**KNOBS, "epochs": 1, "save_steps": 100}
+    out = str(tmp_path / "out")
+    spec = TrainSpec(base_model=str(tiny_model_dir), dataset=str(two), out_dir=out, dtype=dtype, **knobs)
+    events: list[dict[str, Any]] = []
+    train(spec, events.append)
+
+    bf16 = dtype == "auto" and cpu_has_native_bf16()
+    assert seen == {torch.bfloat16 if bf16 else torch.float32}
+    start = next(e for e in events if e["event"] == "train_start")
+    assert (start["dtype"], start["autocast"]) == ("float32", "bfloat16" if bf16 else None)
