@@ -109,7 +109,7 @@ def test_cpu_small_preset_trains_the_default_model_on_cpu() -> None:
     assert (t.lora_rank, t.lora_alpha, t.learning_rate, t.epochs, t.effective_batch_size) == (32, 32, 2e-4, 3, 4)
     assert t.use_rslora and t.lora_rank <= cfg.model.max_lora_rank
     assert 2048 <= t.max_seq_len <= 8192
-    assert (t.device, t.dtype, t.per_device_batch_size) == ("cpu", "float32", 1)
+    assert (t.device, t.dtype, t.per_device_batch_size) == ("cpu", "auto", 1)
     assert t.save_steps * t.effective_batch_size <= 32, "a killed trainer loses little"
     # The SOAR defaults are untouched by the preset.
     assert (d.lora_rank, d.lora_alpha, d.learning_rate, d.epochs) == (256, 32, 5e-5, 3)
