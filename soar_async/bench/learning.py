@@ -36,7 +36,8 @@ and the training (time, examples, tokens) that made the model.
 Layout of the run directory: `loop/` (the daemon's run), `control-train/` (the control's data
 and adapter), `control/` (its search), `repeats/` (extra searches), `learning.json` (the
 result). Every phase leaves a marker, so the same command on the same run directory continues
-(or only prints, when everything is done); other settings on the same directory are refused.
+(or only prints, when everything is done); other settings on the same directory are refused,
+but for `--repeats`, which may grow (the searches it adds are the only work done then).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -258,6 +260,13 @@ def settings_record(
     }
 
 
+def same_measurement(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a run directory's stored settings allow continuing with `now`: all but `repeats`
+    must agree. More repeats on a finished run search each model again, no more than that (the
+    searches done are kept); fewer use the first ones."""
+    return {k: v for k, v in before.items() if k != "repeats"} == {k: v for k, v in now.items() if k != "repeats"}
+
+
 # --- reading a search's archive ------------------------------------------------------------------
 
 
@@ -346,6 +355,20 @@ def _rows(run_dir: Path) -> dict[tuple[int, str], Any]:
     from soar_async.search.generations import generation_stats
 
     return {(s.generation, s.model_version): s for s in generation_stats(run_dir)}
+
+
+PER_TASK = ("usable_share", "mean_train_accuracy", "right_on_train", "solved")
+"""What each row keeps per task (`per_task`): the paired comparison's inputs, and which tasks moved."""
+
+
+def per_task(run_dir: Path) -> dict[tuple[int, str], dict[str, dict[str, Any]]]:
+    """Per (generation, model version): {task id: PER_TASK numbers of that task's search}."""
+    from soar_async.search.generations import task_stats
+
+    return {
+        row: {tid: {k: getattr(st, k) for k in PER_TASK} for tid, st in tasks.items()}
+        for row, tasks in task_stats(run_dir).items()
+    }
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -593,7 +616,9 @@ def _searched(run_dir: Path, seconds: float) -> dict[str, Any]:
     if len(rows) != 1:
         raise LearningBenchError(f"{run_dir}: expected one searched model, found {sorted(rows)}")
     key, stats = next(iter(rows.items()))
-    return search_row(stats, completion_breakdown(run_dir).get(key, Counter()), seconds)
+    row = search_row(stats, completion_breakdown(run_dir).get(key, Counter()), seconds)
+    row["per_task"] = per_task(run_dir).get(key, {})
+    return row
 
 
 # --- the whole benchmark -------------------------------------------------------------------------
@@ -619,12 +644,66 @@ def _value(row: dict[str, Any], key: str) -> float | None:
     return sp["mean"] if sp and sp["n"] > 1 else row.get(key)
 
 
-def verdict(gens: Sequence[dict[str, Any]], control: dict[str, Any], repeats: int) -> dict[str, Any]:
+BOOTSTRAP_DRAWS = 10_000
+
+
+def task_means(searches: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
+    """{task id: `key` averaged over the searches of one model} (tasks without a value left out)."""
+    vals: dict[str, list[float]] = {}
+    for search in searches:
+        for tid, nums in (search.get("per_task") or {}).items():
+            if nums.get(key) is not None:
+                vals.setdefault(tid, []).append(nums[key])
+    return {tid: sum(v) / len(v) for tid, v in vals.items()}
+
+
+def paired_over_tasks(new: dict[str, float], old: dict[str, float], *, seed: int = 0) -> dict[str, Any] | None:
+    """The difference new - old, task by task, with a 95% bootstrap interval over the tasks.
+
+    Why paired over tasks: both models searched the same tasks, and tasks differ far more from
+    each other than two models do on one task; differencing per task removes that, and
+    resampling the tasks (with replacement, `BOOTSTRAP_DRAWS` times, a fixed seed) shows how far
+    the mean difference moves with which tasks happened to be measured and how each search's
+    samples fell. An interval that holds 0 means the data cannot tell the two models apart.
+    None when fewer than two tasks have both numbers."""
+    common = sorted(new.keys() & old.keys())
+    if len(common) < 2:
+        return None
+    diffs = [new[t] - old[t] for t in common]
+    n = len(diffs)
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(BOOTSTRAP_DRAWS))
+    lo, hi = means[int(0.025 * BOOTSTRAP_DRAWS)], means[int(0.975 * BOOTSTRAP_DRAWS) - 1]
+    return {
+        "tasks": n,
+        "mean_difference": sum(diffs) / n,
+        "interval95": [lo, hi],
+        "beyond_noise": lo > 0 or hi < 0,
+        "tasks_higher": sum(d > 0 for d in diffs),
+        "tasks_lower": sum(d < 0 for d in diffs),
+    }
+
+
+def verdict(
+    gens: Sequence[dict[str, Any]],
+    control: dict[str, Any],
+    repeats: int,
+    searches: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """Whether the last generation beats the control and whether the numbers rise generation by
     generation (usable share, mean train accuracy); with repeats, whether the gap is beyond the
-    spread (the last generation's worst search above the control's best)."""
+    spread (the last generation's worst search above the control's best). With `searches`
+    (every search of each model, by "g<N>" and "control", carrying `per_task`), each comparison
+    also gets its paired interval over tasks (`paired_over_tasks`): whether it is beyond noise."""
     last = gens[-1]
+    searches = searches or {}
     out: dict[str, Any] = {"last_generation": last["generation"], "repeats": repeats}
+
+    def paired(a: str, b: str, key: str) -> dict[str, Any] | None:
+        if a not in searches or b not in searches:
+            return None
+        return paired_over_tasks(task_means(searches[a], key), task_means(searches[b], key))
+
     for key in ("usable_share", "mean_train_accuracy"):
         g, c = _value(last, key), _value(control, key)
         d = None if g is None or c is None else g - c
@@ -634,6 +713,7 @@ def verdict(gens: Sequence[dict[str, Any]], control: dict[str, Any], repeats: in
             gs, cs = last.get("spread", {}).get(key), control.get("spread", {}).get(key)
             if gs and cs:
                 entry["beyond_spread"] = gs["min"] > cs["max"] or gs["max"] < cs["min"]
+        entry["paired"] = paired(f"g{last['generation']}", "control", key)
         out[key + "_vs_control"] = entry
         series = [_value(g_, key) for g_ in gens]
         steps = [None if a is None or b is None else b - a for a, b in itertools.pairwise(series)]
@@ -641,6 +721,9 @@ def verdict(gens: Sequence[dict[str, Any]], control: dict[str, Any], repeats: in
             "values": series,
             "steps": steps,
             "rises_every_step": all(s is not None and s > 0 for s in steps),
+            "paired_steps": [
+                paired(f"g{b['generation']}", f"g{a['generation']}", key) for a, b in itertools.pairwise(gens)
+            ],
         }
     return out
 
@@ -663,8 +746,11 @@ async def run_learning_bench(
     record = settings_record(cfg, settings, measured, seeds, config_file)
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = run_dir / SETTINGS_FILE
-    if stored.is_file() and json.loads(stored.read_text()) != json.loads(json.dumps(record)):
-        raise ValueError(f"{run_dir} holds a learning benchmark with other settings; choose another --run-dir")
+    if stored.is_file() and not same_measurement(json.loads(stored.read_text()), json.loads(json.dumps(record))):
+        raise ValueError(
+            f"{run_dir} holds a learning benchmark with other settings (only --repeats may change); "
+            "choose another --run-dir"
+        )
     stored.write_text(json.dumps(record, indent=1))
     progress(
         f"measured: {len(measured.tasks)} tasks ({', '.join(measured.ids[:5])}...), seeds from "
@@ -677,6 +763,7 @@ async def run_learning_bench(
     history = {h["generation"]: h for h in state.get("history", [])}
     rows = _rows(loop_dir)
     breakdown = completion_breakdown(loop_dir)
+    tasks_of = per_task(loop_dir)
     gens: list[dict[str, Any]] = []
     for g in range(settings.generations):
         h = history.get(g, {})
@@ -686,6 +773,7 @@ async def run_learning_bench(
             raise LearningBenchError(f"{loop_dir}: no completions of generation {g} by {version}")
         row = search_row(stats, breakdown.get((g, version), Counter()), h.get("search_s"))
         row["dataset"] = h.get("dataset")  # built after this search: the next model's data
+        row["per_task"] = tasks_of.get((g, version), {})
         if g > 0:
             made = dict(history.get(g - 1, {}).get("train") or {})
             res = train_result(loop_dir, g - 1)
@@ -756,7 +844,7 @@ async def run_learning_bench(
         "run_dir": str(run_dir),
         "generations": gens,
         "control": control,
-        "verdict": verdict(gens, control, settings.repeats),
+        "verdict": verdict(gens, control, settings.repeats, samples),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=1))
@@ -774,6 +862,16 @@ def _f(v: Any, spec: str = ".3f") -> str:
 
 def _signed(v: float | None) -> str:
     return "-" if v is None else f"{v:+.3f}"
+
+
+def _noise(p: dict[str, Any] | None) -> str:
+    """The noise clause after a difference, e.g. ', paired over 20 tasks: 95% interval -0.010..+0.050,
+    within the noise' (empty without a paired comparison)."""
+    if not p:
+        return ""
+    lo, hi = p["interval95"]
+    word = "beyond the noise" if p["beyond_noise"] else "within the noise"
+    return f", paired over {p['tasks']} tasks: 95% interval {_signed(lo)}..{_signed(hi)}, {word}"
 
 
 def render(res: dict[str, Any]) -> str:
@@ -839,7 +937,7 @@ def render(res: dict[str, Any]) -> str:
             extra = ", beyond the spread" if e["beyond_spread"] else ", within the spread"
         parts.append(
             f"{label} {_f(e['generation'])} vs {_f(e['control'])}: {_signed(e['difference'])} "
-            f"({_sign(e['difference'] or 0.0)}; {word} the control{extra})"
+            f"({_sign(e['difference'] or 0.0)}; {word} the control{extra}{_noise(e.get('paired'))})"
         )
     out.append(f"verdict: generation {n} vs control: " + "; ".join(parts))
     parts = []
@@ -848,7 +946,10 @@ def render(res: dict[str, Any]) -> str:
         chain = " -> ".join(_f(x) for x in e["values"])
         falls = [f"{i}->{i + 1}" for i, st in enumerate(e["steps"]) if st is None or st <= 0]
         how = "rises at every step" if e["rises_every_step"] else "does not rise at " + ", ".join(falls)
-        parts.append(f"{label} {chain} ({how})")
+        noise = [
+            f"{i}->{i + 1}{_noise(p)}" for i, p in enumerate(e.get("paired_steps") or []) if p is not None
+        ]  # fmt: skip
+        parts.append(f"{label} {chain} ({how}" + ("; " + "; ".join(noise) if noise else "") + ")")
     out.append(
         f"verdict: generations {' -> '.join(str(g['generation']) for g in res['generations'])}: " + "; ".join(parts)
     )

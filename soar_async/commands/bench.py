@@ -230,7 +230,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lr.add_argument("--generations", type=int, default=lb.DEFAULT_GENERATIONS,
                     help=f"searches of the loop, generation 0 included (default {lb.DEFAULT_GENERATIONS})")  # fmt: skip
     lr.add_argument("--repeats", type=int, default=1,
-                    help="searches of each model in all, for the spread (default 1: no spread)")  # fmt: skip
+                    help="searches of each model in all, for the spread (default 1: no spread); may be "
+                         "raised on a finished --run-dir, which then only adds the searches")  # fmt: skip
     lr.add_argument("--learning-rate", type=float, default=None, help="default: train.learning_rate of the config")
     lr.add_argument("--run-dir", help="default: <run.dir>/bench-learning")
     add_config_args(lr)

@@ -23,14 +23,17 @@ as in the archive's vote, and their shares are over those programs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from soar_async.arc import Task
 from soar_async.records import ProgramRecord
 from soar_async.scoring import VOTE_C, passes_filters, score_task, vote
 from soar_async.search.store import ArchiveStore
+
+_T = TypeVar("_T")
 
 Row = tuple[int, str]
 """(generation, model version)."""
@@ -154,48 +157,76 @@ def _add_task(
             a.scores.append(score_task(task, vote(weighted, c=c, n_attempts=n_attempts)))
 
 
+def _by_task(stores: Sequence[ArchiveStore]) -> dict[str, list[ArchiveStore]]:
+    by_task: dict[str, list[ArchiveStore]] = {}
+    for s in stores:
+        for tid in s.task_ids():
+            by_task.setdefault(tid, []).append(s)
+    return dict(sorted(by_task.items()))
+
+
+def _stats(row: Row, a: _Acc) -> GenerationStats:
+    gen, version = row
+    scores = a.scores
+    return GenerationStats(
+        generation=gen,
+        model_version=version,
+        tasks=a.tasks,
+        programs=a.programs,
+        new_programs=a.new_programs,
+        completions=a.completions,
+        without_program=a.without_program,
+        usable=a.usable,
+        usable_share=a.usable / a.weight if a.weight else None,
+        mean_train_accuracy=a.accuracy / a.weight if a.weight else None,
+        right_on_train=a.right_on_train,
+        tasks_right_on_train=a.tasks_right_on_train,
+        tokens=a.tokens,
+        scored=len(scores),
+        solved=sum(1 for s in scores if s == 1.0),
+        score=sum(scores) / len(scores) if scores else None,
+    )
+
+
 def generation_stats(
     source: Path | Sequence[ArchiveStore], *, c: float = VOTE_C, n_attempts: int = 2
 ) -> list[GenerationStats]:
     """Per (generation, model version) statistics of a run (a run directory, read-only, or open stores),
     in generation order; see the module doc for what each number means."""
     if isinstance(source, Path):
-        from soar_async.search.results import open_archive  # results imports this module
-
-        stores = open_archive(source)
-        try:
-            return generation_stats(stores, c=c, n_attempts=n_attempts)
-        finally:
-            for s in stores:
-                s.close()
-    by_task: dict[str, list[ArchiveStore]] = {}
-    for s in source:
-        for tid in s.task_ids():
-            by_task.setdefault(tid, []).append(s)
+        return _on_run(source, lambda stores: generation_stats(stores, c=c, n_attempts=n_attempts))
     acc: dict[Row, _Acc] = {}
-    for tid, holders in sorted(by_task.items()):
+    for tid, holders in _by_task(source).items():
         _add_task(acc, holders, tid, c=c, n_attempts=n_attempts)
-    out = []
-    for (gen, version), a in sorted(acc.items()):
-        scores = a.scores
-        out.append(
-            GenerationStats(
-                generation=gen,
-                model_version=version,
-                tasks=a.tasks,
-                programs=a.programs,
-                new_programs=a.new_programs,
-                completions=a.completions,
-                without_program=a.without_program,
-                usable=a.usable,
-                usable_share=a.usable / a.weight if a.weight else None,
-                mean_train_accuracy=a.accuracy / a.weight if a.weight else None,
-                right_on_train=a.right_on_train,
-                tasks_right_on_train=a.tasks_right_on_train,
-                tokens=a.tokens,
-                scored=len(scores),
-                solved=sum(1 for s in scores if s == 1.0),
-                score=sum(scores) / len(scores) if scores else None,
-            )
-        )
+    return [_stats(row, a) for row, a in sorted(acc.items())]
+
+
+def task_stats(
+    source: Path | Sequence[ArchiveStore], *, c: float = VOTE_C, n_attempts: int = 2
+) -> dict[Row, dict[str, GenerationStats]]:
+    """The same statistics per task: {(generation, model version): {task id: stats}}.
+
+    Why: two searches of the same tasks differ by sampling noise and by which tasks happen to
+    go well; comparing them task by task (paired) shows how much of a difference is noise from
+    one search of each (`soar bench learning`'s verdict)."""
+    if isinstance(source, Path):
+        return _on_run(source, lambda stores: task_stats(stores, c=c, n_attempts=n_attempts))
+    out: dict[Row, dict[str, GenerationStats]] = {}
+    for tid, holders in _by_task(source).items():
+        acc: dict[Row, _Acc] = {}
+        _add_task(acc, holders, tid, c=c, n_attempts=n_attempts)
+        for row, a in sorted(acc.items()):
+            out.setdefault(row, {})[tid] = _stats(row, a)
     return out
+
+
+def _on_run(run_dir: Path, read: Callable[[Sequence[ArchiveStore]], _T]) -> _T:
+    """`read` on a run directory's stores, opened read-only and closed after."""
+    from soar_async.search.results import open_archive  # results imports this module
+
+    stores = open_archive(run_dir)
+    try:
+        return read(stores)
+    finally:
+        for s in stores:
+            s.close()

@@ -102,6 +102,14 @@ def test_three_generations_and_a_control(tmp_path: Path, tiny_model_dir: Path) -
     assert v["usable_share_vs_control"]["difference"] == pytest.approx(0.0)
     assert v["usable_share_vs_control"]["beats_control"] is False
     assert v["usable_share_by_generation"]["rises_every_step"] is False  # 1 -> 2 is flat
+    # Task by task: both tasks gain from 0 to 1 (beyond the noise), none from 2 to the control.
+    assert set(gens[2]["per_task"]) == set(control["per_task"]) == set(TASK_IDS)
+    assert [control["per_task"][t]["usable_share"] for t in TASK_IDS] == [0.5, 0.5]
+    paired = v["usable_share_vs_control"]["paired"]
+    assert (paired["tasks"], paired["mean_difference"], paired["beyond_noise"]) == (2, 0.0, False)
+    step01, step12 = v["usable_share_by_generation"]["paired_steps"]
+    assert step01["beyond_noise"] and step01["tasks_higher"] == 2 and step01["interval95"][0] > 0
+    assert step12["mean_difference"] == 0.0 and not step12["beyond_noise"]
 
     # Each model answered under its own version; the control's adapter was trained on seed data
     # of other tasks only, with about as many tokens as generation 2's training.
@@ -124,3 +132,47 @@ def test_three_generations_and_a_control(tmp_path: Path, tiny_model_dir: Path) -
     assert names[:4] == ["gen 0", "gen 1", "gen 2", "control"]
     assert any(line.startswith("verdict: generation 2 vs control") for line in out.splitlines())
     assert "no spread measured" in out
+    assert "paired over 2 tasks: 95% interval +0.000..+0.000, within the noise" in out
+
+    # More repeats on the finished run: each model searched once more, with another engine
+    # seed; nothing trained again, and the spread is over both searches of each model.
+    again = json.loads(bench(run, script, tiny_model_dir, "--repeats", "2", "--json"))
+    assert sorted(p.name for p in (run / "loop" / "train").iterdir()) == trainings
+    assert sorted(p.name for p in (run / "repeats").iterdir()) == ["control-r1", "g0-r1", "g1-r1", "g2-r1"]
+    assert again["settings"]["repeats"] == 2 and again["verdict"]["repeats"] == 2
+    for row in [*again["generations"], again["control"]]:
+        assert row["spread"]["usable_share"]["n"] == 2
+    # The scripted model writes the same answers whatever the seed: no spread, the same verdict.
+    assert again["control"]["spread"]["usable_share"] == {"n": 2, "min": 0.5, "max": 0.5, "mean": 0.5}
+    assert again["verdict"]["usable_share_vs_control"]["beyond_spread"] is False
+    assert again["verdict"]["usable_share_vs_control"]["paired"] == paired
+
+
+def test_paired_over_tasks_tells_a_steady_gain_from_noise() -> None:
+    from soar_async.bench.learning import paired_over_tasks, task_means
+
+    tasks = [f"t{i:02d}" for i in range(20)]
+    old = {t: 0.1 * (i % 5) for i, t in enumerate(tasks)}  # tasks differ a lot from each other
+    steady = paired_over_tasks({t: v + 0.05 for t, v in old.items()}, old)
+    assert steady is not None
+    assert steady["mean_difference"] == pytest.approx(0.05) and steady["interval95"] == pytest.approx([0.05, 0.05])
+    assert steady["beyond_noise"] and (steady["tasks_higher"], steady["tasks_lower"]) == (20, 0)
+
+    # The same mean gain, but half the tasks up 0.3 and half down 0.2: the data cannot tell.
+    mixed = paired_over_tasks({t: v + (0.3 if i % 2 else -0.2) for i, (t, v) in enumerate(old.items())}, old)
+    assert mixed is not None and mixed["mean_difference"] == pytest.approx(0.05)
+    lo, hi = mixed["interval95"]
+    assert lo < 0 < hi and not mixed["beyond_noise"] and (mixed["tasks_higher"], mixed["tasks_lower"]) == (10, 10)
+    assert paired_over_tasks(old, old) == {**steady, "mean_difference": 0.0, "interval95": [0.0, 0.0],
+                                           "beyond_noise": False, "tasks_higher": 0}  # fmt: skip
+
+    # Only the tasks both searched count; fewer than two: no interval.
+    assert paired_over_tasks({"a": 1.0, "b": 0.5, "c": 0.0}, {"b": 0.0, "c": 0.5})["tasks"] == 2  # type: ignore[index]
+    assert paired_over_tasks({"a": 1.0}, {"a": 0.0}) is None
+
+    # Several searches of one model: each task's mean over them (a task without a value is left out).
+    searches = [
+        {"per_task": {"a": {"usable_share": 0.5}, "b": {"usable_share": None}}},
+        {"per_task": {"a": {"usable_share": 0.25}, "b": {"usable_share": 1.0}}},
+    ]
+    assert task_means(searches, "usable_share") == {"a": 0.375, "b": 1.0}

@@ -17,7 +17,7 @@ from soar_async.arc import Task, load_tasks
 from soar_async.cli import main
 from soar_async.messages import Proposals, SearchTask
 from soar_async.records import evaluate_native
-from soar_async.search.generations import generation_stats
+from soar_async.search.generations import generation_stats, task_stats
 from soar_async.search.plan import norm_key
 from soar_async.search.store import ArchiveStore
 
@@ -113,6 +113,23 @@ def test_each_generation_counts_its_own_completions_and_votes(run: Path) -> None
     assert (imp.tasks, imp.completions, imp.programs, imp.tokens) == (1, 0, 2, 0)
     assert imp.usable == 1 and imp.usable_share == 0.5 and imp.mean_train_accuracy == 0.0
     assert (imp.scored, imp.score) == (1, 0.0)  # B's imports alone: the identity and rot180, both wrong
+
+
+def test_per_task_stats_split_each_generation_by_task(run: Path) -> None:
+    per = task_stats(run)
+    assert sorted(per) == [(-1, ""), (0, "base"), (1, "v1")]
+    assert sorted(per[(1, "v1")]) == [A, B] and sorted(per[(-1, "")]) == [B]
+    a1, b1 = per[(1, "v1")][A], per[(1, "v1")][B]
+    assert (a1.tasks, a1.completions, a1.usable, a1.usable_share) == (1, 3, 2, pytest.approx(2 / 3))
+    assert (b1.tasks, b1.completions, b1.usable, b1.usable_share) == (1, 3, 1, pytest.approx(1 / 3))
+    assert (a1.solved, b1.solved) == (1, 1)
+    # The tasks add up to the generation's numbers.
+    for g in generation_stats(run):
+        tasks = per[(g.generation, g.model_version)].values()
+        for key in ("tasks", "completions", "usable", "programs", "right_on_train", "tokens", "solved"):
+            assert sum(getattr(t, key) for t in tasks) == getattr(g, key), (g.generation, key)
+    with ArchiveStore.open_readonly(run / "archive.sqlite") as store:
+        assert task_stats([store]) == per
 
 
 def test_stats_from_open_stores_equal_those_from_the_run_dir(run: Path) -> None:
