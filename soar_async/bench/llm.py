@@ -17,6 +17,11 @@ small warm-up request first. tokens/s = completion tokens actually produced / wa
 the generation phase (first request sent to last result in), engine start not included.
 Completion lengths are sampled, so the two paths produce somewhat different token counts;
 the rate, not the count, is compared. Goal: actor / offline >= 0.9.
+
+`--backends vllm,transformers,openai` measures the actor path on the other engines too, each
+against the same offline run: `transformers` (batched sampling in the actor's process) and
+`openai` (the actor forwarding to a `vllm serve` of the same model with the same engine
+settings, `vllm_engine.serve_flags`, which the benchmark starts on loopback and stops after).
 """
 
 from __future__ import annotations
@@ -316,17 +321,60 @@ async def actor_path(config: Any, prompts: list[Prompt], n: int, max_tokens: int
 # The benchmark ------------------------------------------------------------------------------
 
 
+SERVED_NAME = "bench"
+SERVE_READY_S = 600.0
+"""How long `vllm serve` may take to answer (about a minute on an idle 2-core machine)."""
+
+
+def openai_path(config: Any, model_dir: Path, prompts: list[Prompt], n: int, max_tokens: int, temperature: float,
+                min_p: float, progress: Progress) -> dict[str, Any]:  # fmt: skip
+    """The actor path with `model.engine = openai`, against a `vllm serve` of the same model
+    with the same engine settings, started on loopback for the measurement and stopped after.
+    The server is this process's child, so its CPU counts as the engine's."""
+    import anyio
+
+    from soar_async.bus.server import free_port
+    from soar_async.llm.serve import start_vllm_serve
+    from soar_async.llm.vllm_engine import _is_cpu, serve_flags
+
+    mcfg = dataclasses.replace(config.model, update_mode="merged")  # no LoRA slots: as the vllm path on CPU
+    flags = serve_flags(mcfg, model_dir, on_cpu=_is_cpu())
+    with tempfile.TemporaryDirectory(prefix="soar-bench-serve-") as tmp:
+        progress("openai: starting vllm serve on loopback (engine start) ...")
+        server = start_vllm_serve(
+            model_dir, port=free_port(), served_name=SERVED_NAME, args=flags, log=Path(tmp) / "vllm-serve.log"
+        )
+        try:
+            ready_s = server.wait_ready(SERVE_READY_S)
+            ocfg = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, engine="openai", base_url=server.url, name=SERVED_NAME)
+            )
+            res = anyio.run(actor_path, ocfg, prompts, n, max_tokens, temperature, min_p, progress)
+        finally:
+            server.stop()
+    res["engine_start_s"] = ready_s
+    return res
+
+
+BACKENDS = ("vllm", "transformers", "openai")
+"""`--backends`: the engines the actor path is measured with (`model.engine`), each against the
+same offline baseline."""
+
+
 def run_bench(config: Any, *, model: str | None, prompts: int, n: int, max_tokens: int,
               tasks: str = DEFAULT_TASKS, max_prompt_tokens: int = MAX_PROMPT_TOKENS,
-              progress: Progress = lambda _m: None) -> dict[str, Any]:  # fmt: skip
-    """Offline, then the actor path, on the same prompts; see the module docstring. Blocking
-    (runs its own event loop for the actor path)."""
+              backends: Sequence[str] = ("vllm",), progress: Progress = lambda _m: None) -> dict[str, Any]:  # fmt: skip
+    """Offline, then the actor path with each backend, on the same prompts; see the module
+    docstring. Blocking (runs its own event loop for each actor path)."""
     import anyio
 
     from soar_async.llm.models import resolve_model_path
 
     if prompts < 1 or n < 1 or max_tokens < 1:
         raise ValueError("--prompts, --n and --max-tokens must be at least 1")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends or "vllm" not in backends:
+        raise ValueError(f"--backends must name vllm and any of {', '.join(BACKENDS)}, got {','.join(backends)!r}")
     model_dir = resolve_model_path(model if model is not None else config.model.path)
     mcfg = dataclasses.replace(config.model, engine="vllm", path=str(model_dir))
     config = dataclasses.replace(config, model=mcfg)
@@ -337,6 +385,15 @@ def run_bench(config: Any, *, model: str | None, prompts: int, n: int, max_token
     off = offline(mcfg, model_dir, work, n, max_tokens, temperature, min_p, progress)
     act = anyio.run(actor_path, config, work, n, max_tokens, temperature, min_p, progress)
     ratio = act["tokens_per_s"] / off["tokens_per_s"]
+    others: dict[str, dict[str, Any]] = {}
+    if "transformers" in backends:
+        progress("transformers: the actor path on the transformers engine ...")
+        tcfg = dataclasses.replace(config, model=dataclasses.replace(mcfg, engine="transformers"))
+        others["transformers"] = anyio.run(actor_path, tcfg, work, n, max_tokens, temperature, min_p, progress)
+    if "openai" in backends:
+        others["openai"] = openai_path(config, model_dir, work, n, max_tokens, temperature, min_p, progress)
+    for res in others.values():
+        res["ratio"] = res["tokens_per_s"] / off["tokens_per_s"]
     prompt_lens = [len(p.ids) for p in work]
     import vllm
 
@@ -362,6 +419,7 @@ def run_bench(config: Any, *, model: str | None, prompts: int, n: int, max_token
         "max_concurrent_requests": mcfg.max_concurrent_requests,
         "offline": off,
         "actor": act,
+        "backends": {"vllm": {**act, "ratio": ratio}, **others},
         "vllm": vllm_version,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -392,7 +450,23 @@ def render(r: dict[str, Any]) -> str:
         f"{a['load_avg_1m_start']:.1f} -> {a['load_avg_1m_end']:.1f} actor ({r['cpus']} CPUs)",
         f"  actor / offline  {r['ratio']:.3f} tokens/s  (goal >= {r['goal']:g}: "
         f"{'met' if r['meets_goal'] else 'NOT met'}); {r['engine_cpu_ratio']:.3f} in tokens per engine CPU second",
+        *_backend_lines(r),
     ])  # fmt: skip
+
+
+def _backend_lines(r: dict[str, Any]) -> list[str]:
+    """One line per backend beside vLLM in-process: the same prompts through the actor on it."""
+    others = {k: v for k, v in r.get("backends", {}).items() if k != "vllm"}
+    if not others:
+        return []
+    out = ["  the actor path per backend (model.engine), same prompts, against the offline run:"]
+    for name, b in [("vllm", r["backends"]["vllm"]), *others.items()]:
+        out.append(
+            f"    {name:<12} {b['tokens_per_s']:8.1f} tokens/s  {b['completion_tokens']} tokens in "
+            f"{b['seconds']:.1f} s ({b['cut_at_max_tokens']}/{b['completions']} cut at max_tokens); "
+            f"engine start {b['engine_start_s']:.1f} s; / offline {b['ratio']:.3f}"
+        )
+    return out
 
 
 @contextlib.contextmanager

@@ -63,7 +63,9 @@ def cmd_bench_llm(args: argparse.Namespace) -> int:
 
     with stdout_to_stderr():  # vLLM logs to stdout; stdout carries only the result
         res = run_bench(cfg, model=args.model, prompts=args.prompts, n=args.n, max_tokens=args.max_tokens,
-                        tasks=args.tasks, max_prompt_tokens=args.max_prompt_tokens, progress=progress)  # fmt: skip
+                        tasks=args.tasks, max_prompt_tokens=args.max_prompt_tokens,
+                        backends=[b.strip() for b in args.backends.split(",") if b.strip()],
+                        progress=progress)  # fmt: skip
     print(json.dumps(res, indent=2) if args.json else render(res))
     return 0
 
@@ -179,6 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--tasks", default=DEFAULT_TASKS, help=f"task selector for the prompts (default {DEFAULT_TASKS})")
     m.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
                    help=f"skip tasks with longer prompts (default {MAX_PROMPT_TOKENS})")  # fmt: skip
+    m.add_argument("--backends", default="vllm",
+                   help="the actor path on these engines, comma-separated: vllm (always), transformers, openai "
+                        "(against a vllm serve it starts on loopback); default vllm")  # fmt: skip
     add_config_args(m)
     m.set_defaults(func=cmd_bench_llm)
 

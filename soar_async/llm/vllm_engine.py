@@ -105,6 +105,23 @@ def engine_args(cfg: ModelConfig, model_dir: Path, *, on_cpu: bool, **overrides:
     """vLLM `AsyncEngineArgs` from the model section; `overrides` win (e.g. enforce_eager=True)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    return AsyncEngineArgs(**{**engine_kwargs(cfg, model_dir, on_cpu=on_cpu), **overrides})
+
+
+def serve_flags(cfg: ModelConfig, model_dir: Path, *, on_cpu: bool) -> list[str]:
+    """The same settings as `vllm serve` flags (after `vllm serve MODEL_DIR`), so that a server
+    started for the `openai` engine runs the engine the `vllm` one would."""
+    flags: list[str] = []
+    for key, value in engine_kwargs(cfg, model_dir, on_cpu=on_cpu).items():
+        if key in ("model", "disable_log_stats") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
+def engine_kwargs(cfg: ModelConfig, model_dir: Path, *, on_cpu: bool) -> dict[str, Any]:
+    """The engine settings of the model section, as `AsyncEngineArgs` keywords."""
     kw: dict[str, Any] = {
         "model": str(model_dir),
         "tokenizer": str(model_dir),
@@ -127,8 +144,7 @@ def engine_args(cfg: ModelConfig, model_dir: Path, *, on_cpu: bool, **overrides:
         if rank is None:
             raise EngineError(f"model.max_lora_rank {cfg.max_lora_rank} is above vLLM's largest, {LORA_RANKS[-1]}")
         kw.update(enable_lora=True, max_lora_rank=rank, max_loras=MAX_LORAS)
-    kw.update(overrides)
-    return AsyncEngineArgs(**kw)
+    return kw
 
 
 def _stat_logger_factory(sink: _Stats) -> Any:

