@@ -32,7 +32,10 @@ from soar_async.bus.topology import (
 from soar_async.messages import (
     ArchiveAnswer,
     ArchiveQuery,
+    DecodeError,
     Evaluated,
+    EvaluatedBatch,
+    ExecBatch,
     ExecRequest,
     Message,
     Proposals,
@@ -64,7 +67,7 @@ class Archive(Actor[Message]):
         # program): recorded as crashed, so that their task is not left waiting for them.
         Events(
             (dead_letter_subject("executor"),),
-            ExecRequest,
+            None,  # ExecRequest or ExecBatch
             name="archive-dead-letters",
             stream=STREAM_DLQ,
             every_partition=True,
@@ -99,13 +102,15 @@ class Archive(Actor[Message]):
                     raise PermanentError(str(e)) from None
             elif isinstance(msg, Proposals):
                 store.add_proposals(msg)
-            elif isinstance(msg, Evaluated):
+            elif isinstance(msg, Evaluated | EvaluatedBatch):
                 try:
-                    store.add_evaluated(msg)
+                    store.add_evaluated_many([msg] if isinstance(msg, Evaluated) else msg.items())
+                except DecodeError as e:
+                    raise PermanentError(e.reason) from None
                 except ValueError as e:  # an event that contradicts its task: never storable
                     raise PermanentError(str(e)) from None
-            elif isinstance(msg, ExecRequest):
-                if not self._settle_dead_letter(msg):
+            elif isinstance(msg, ExecRequest | ExecBatch):
+                if not self._settle_dead_letters(msg):
                     return
             else:
                 return
@@ -116,36 +121,44 @@ class Archive(Actor[Message]):
             raise TransientError(str(e)) from None
         await self._maybe_publish(status)
 
-    def _settle_dead_letter(self, req: ExecRequest) -> bool:
-        """Record a program the executors gave up on as crashed on every input; False when it
-        is not this partition's, or its task was never searched here."""
+    def _settle_dead_letters(self, msg: ExecRequest | ExecBatch) -> bool:
+        """Record the programs the executors gave up on as crashed on every input; False when
+        they are not this partition's, or their task was never searched here."""
         assert self.store is not None
         part = self.ctx.partition
-        if part is not None and partition(req.task_id, part[1]) != part[0]:
+        if part is not None and partition(msg.task_id, part[1]) != part[0]:
             return False
         try:
-            task = self.store.task(req.task_id, req.task_digest or None)
+            task = self.store.task(msg.task_id, msg.task_digest or None)
+            requests = [msg] if isinstance(msg, ExecRequest) else msg.requests()
         except UnknownTask:
             return False
+        except DecodeError as e:
+            raise PermanentError(e.reason) from None
         n_in, n_train = len(task.train) + len(task.test), len(task.train)
-        ev = Evaluated(
-            program_id=req.program_id,
-            task_id=req.task_id,
-            code=req.code,
-            outputs=[None] * n_in,
-            errors=[ErrorKind.CRASH.value] * n_in,
-            details=["given up on by the executors (dead-lettered)"] * n_in,
-            train_correct=[False] * n_train,
-            parent_id=req.parent_id,
-            generation=req.generation,
-            origin=req.origin,
-            model_version=req.model_version,
-            task_digest=req.task_digest,
-            norm=req.norm,
-        )
-        if self.store.add_evaluated(ev):
+        crashed = [
+            Evaluated(
+                program_id=req.program_id,
+                task_id=req.task_id,
+                code=req.code,
+                outputs=[None] * n_in,
+                errors=[ErrorKind.CRASH.value] * n_in,
+                details=["given up on by the executors (dead-lettered)"] * n_in,
+                train_correct=[False] * n_train,
+                parent_id=req.parent_id,
+                generation=req.generation,
+                origin=req.origin,
+                model_version=req.model_version,
+                task_digest=req.task_digest,
+                norm=req.norm,
+            )
+            for req in requests
+        ]
+        if added := self.store.add_evaluated_many(crashed):
             self.ctx.log.warning(
-                "program dead-lettered by the executors, recorded as crashed", program_id=req.program_id
+                "programs dead-lettered by the executors, recorded as crashed",
+                programs=added,
+                program_ids=",".join(r.program_id for r in requests),
             )
         return True
 

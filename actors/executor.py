@@ -19,7 +19,7 @@ import msgpack
 
 from soar_async.arc import Grid
 from soar_async.bus.topology import OBJ_BLOBS
-from soar_async.messages import Evaluated, ExecRequest
+from soar_async.messages import DecodeError, Evaluated, EvaluatedBatch, ExecBatch, ExecRequest, Message
 from soar_async.runtime.actor import Actor, ActorContext, PermanentError, TransientError, current_deliveries
 from soar_async.runtime.inputs import Input, WorkQueue
 from soar_async.sandbox.pool import available_cores
@@ -27,9 +27,10 @@ from soar_async.sandbox.types import ErrorKind
 from soar_async.scoring import correctness
 
 
-class Executor(Actor[ExecRequest]):
+class Executor(Actor[Message]):
     role: ClassVar[str] = "executor"
-    inputs: ClassVar[tuple[Input, ...]] = (WorkQueue("exec", ExecRequest),)
+    inputs: ClassVar[tuple[Input, ...]] = (WorkQueue("exec", None),)
+    """`ExecRequest`s (one program) and `ExecBatch`es (the programs of one completion batch)."""
     default_concurrency: ClassVar[int] = 2 * available_cores()
 
     def __init__(self, ctx: ActorContext) -> None:
@@ -94,7 +95,34 @@ class Executor(Actor[ExecRequest]):
             self._blobs.popitem(last=False)
         return value
 
-    async def handle(self, msg: ExecRequest) -> Evaluated:
+    async def handle(self, msg: Message) -> Evaluated | EvaluatedBatch:
+        if isinstance(msg, ExecRequest):
+            return await self._evaluate(msg)
+        if not isinstance(msg, ExecBatch):
+            raise PermanentError(f"not an execution request: {msg.TYPE}")
+        try:
+            requests = msg.requests()
+        except DecodeError as e:
+            raise PermanentError(e.reason) from None
+        # Every program of the batch at once: the pool runs `workers` of them at a time and
+        # queues the rest, so one batch keeps every sandbox process busy.
+        results: list[Evaluated | BaseException | None] = [None] * len(requests)
+
+        async def one(i: int, req: ExecRequest) -> None:
+            try:
+                results[i] = await self._evaluate(req)
+            except Exception as e:  # kept, so that one program's fault does not cancel the others
+                results[i] = e
+
+        async with anyio.create_task_group() as tg:
+            for i, req in enumerate(requests):
+                tg.start_soon(one, i, req)
+        faults = [r for r in results if isinstance(r, BaseException)]
+        if faults:  # the batch goes back whole (PermanentError first: nothing would change)
+            raise next((f for f in faults if isinstance(f, PermanentError)), faults[0])
+        return EvaluatedBatch.of(msg.batch_id, [r for r in results if isinstance(r, Evaluated)])
+
+    async def _evaluate(self, msg: ExecRequest) -> Evaluated:
         if msg.inputs is not None:
             inputs, train_outputs = msg.inputs, msg.train_outputs
         elif msg.inputs_ref:
@@ -120,6 +148,7 @@ class Executor(Actor[ExecRequest]):
         kinds = sorted({e for e in errors if e})
         self.ctx.log.info(
             "evaluated",
+            program_id=msg.program_id,
             train=f"{sum(train_correct)}/{len(train_correct)}",
             ms=round(result.duration_s * 1000, 1),
             **({"errors": ",".join(kinds)} if kinds else {}),

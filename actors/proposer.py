@@ -76,7 +76,7 @@ class Proposer(Actor[Message]):
             self.ctx.log.warning("completions of no known search, ignored", generation=msg.generation)
             return None
         slot = slot_of(msg, plan)
-        out = self.proposing.process(plan, msg, origin=SAMPLE)
+        out = self.proposing.process(plan, msg, origin=SAMPLE, batch=search.exec_batch)
         rest = chain(plan, SAMPLE, slot)
         if rest:
             if await should_stop(self.ctx.bus, plan):

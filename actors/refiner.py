@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from soar_async.bus.topology import EVT_COMPLETIONS, EVT_EVALUATED, EVT_SEARCH, EVT_TASK_STATUS
-from soar_async.messages import ArchiveQuery, Completions, Evaluated, Message, SearchTask, TaskStatus
+from soar_async.messages import (
+    ArchiveQuery,
+    Completions,
+    DecodeError,
+    Evaluated,
+    EvaluatedBatch,
+    Message,
+    SearchTask,
+    TaskStatus,
+)
 from soar_async.prompts import refine_messages
 from soar_async.records import ProgramRecord
 from soar_async.rex import RexForest
@@ -112,29 +121,38 @@ class Refiner(Actor[Message]):
             self.tasks.setdefault((plan.task.id, plan.generation), self._fresh(plan))
             return None
         if isinstance(msg, Evaluated):
-            return await self._on_evaluated(msg)
+            return await self._on_evaluated([msg])
+        if isinstance(msg, EvaluatedBatch):
+            try:
+                return await self._on_evaluated(msg.items())
+            except DecodeError as e:
+                raise PermanentError(e.reason) from None
         if isinstance(msg, Completions) and msg.kind == REFINE:
             return await self._on_completions(msg)
         if isinstance(msg, TaskStatus):
             return await self._on_status(msg)
         return None
 
-    async def _on_evaluated(self, ev: Evaluated) -> list[Any] | None:
-        plan = await self.plans.get(ev.task_id, ev.generation)
+    async def _on_evaluated(self, evs: list[Evaluated]) -> list[Any] | None:
+        """New arms (programs of one task and generation: an event or a batch) join REX."""
+        if not evs:
+            return None
+        plan = await self.plans.get(evs[0].task_id, evs[0].generation)
         if plan is None or plan.slots(REFINE) == 0:  # sent outside a search, or nothing to refine
             return None
         st = await self._state(plan)
-        rec = ProgramRecord.from_evaluated(plan.task, ev)
-        if rec.raised_any:
-            return None
-        st.records[rec.id] = rec
-        if rec.origin == SAMPLE or rec.parent_id is None:
-            st.forest.add_root(rec.id, rec.train_accuracy)
-        else:
-            island = st.island_of.pop(rec.id, None)
-            if island is None:  # proposed before a restart: any island is as good a guess
-                island = zlib.crc32(rec.id.encode()) % st.forest.n_islands
-            st.forest.add_child(island, rec.id, rec.train_accuracy)
+        for ev in evs:
+            rec = ProgramRecord.from_evaluated(plan.task, ev)
+            if rec.raised_any:
+                continue
+            st.records[rec.id] = rec
+            if rec.origin == SAMPLE or rec.parent_id is None:
+                st.forest.add_root(rec.id, rec.train_accuracy)
+            else:
+                island = st.island_of.pop(rec.id, None)
+                if island is None:  # proposed before a restart: any island is as good a guess
+                    island = zlib.crc32(rec.id.encode()) % st.forest.n_islands
+                st.forest.add_child(island, rec.id, rec.train_accuracy)
         await self._start(st)
         return None
 
@@ -162,7 +180,7 @@ class Refiner(Actor[Message]):
         slot = slot_of(msg, plan)
         island = msg.meta.get("island")
         island = island if isinstance(island, int) else slot % st.forest.n_islands
-        out = self.proposing.process(plan, msg, origin=REFINE, island=island)
+        out = self.proposing.process(plan, msg, origin=REFINE, island=island, batch=self.ctx.config.search.exec_batch)
         for e in out[-1].entries:
             if e["program_id"] is not None:
                 st.island_of.setdefault(e["program_id"], island)

@@ -67,6 +67,10 @@ class SearchConfig:
         stop saves budget and REX chooses from fresh arms. At least 1.
       seed: Seeds REX and the sampling of fine-tuning data; any integer (it is hashed with
         the task id).
+      exec_batch: The new programs of one completion batch go to the executors in messages
+        of up to this many (`ExecBatch`): each bus message costs about as much CPU as a light
+        program's run, so batching is what keeps the bus cheap; smaller batches spread one
+        request's programs over more executors. 1 sends every program alone. At least 1.
     """
 
     SECTION: ClassVar[str] = "search"
@@ -84,13 +88,14 @@ class SearchConfig:
     rex_islands: int = 4
     requests_in_flight: int = 4
     seed: int = 0
+    exec_batch: int = 16
 
     def __post_init__(self) -> None:
         _check_types(self)
         _at_least(self, 0, "samples_per_task", "refinements_per_task", "stop_after_correct")
         _at_least(self, 0, "temperature", "rex_c")
         _at_least(self, 1, "completions_per_sample_request", "completions_per_refine_request")
-        _at_least(self, 1, "max_tokens_sample", "max_tokens_refine", "rex_islands", "requests_in_flight")
+        _at_least(self, 1, "max_tokens_sample", "max_tokens_refine", "rex_islands", "requests_in_flight", "exec_batch")
         _fraction(self, "min_p")
 
 

@@ -431,6 +431,148 @@ class Evaluated(Message):
         return f"evaluated:{self.program_id}"
 
 
+def _rows(batch: Message, cls: type[M], columns: dict[str, str], shared: tuple[str, ...]) -> list[M]:
+    """A columnar batch's items: one `cls` per row, the `columns` (batch field -> item field)
+    taken row by row and the `shared` fields copied. Refuses columns of unequal length."""
+    cols = {item: getattr(batch, col) for col, item in columns.items()}
+    n = len(next(iter(cols.values())))
+    optional = _optional(type(batch))
+    short = [col for col, item in columns.items() if len(cols[item]) != n and (cols[item] or col not in optional)]
+    if short:
+        raise DecodeError(f"{batch.TYPE}: column(s) {', '.join(short)} do not have {n} rows")
+    common = {f: getattr(batch, f) for f in shared}
+    try:
+        return [cls(**common, **{item: col[i] for item, col in cols.items() if col}) for i in range(n)]
+    except (TypeError, ValueError) as e:
+        raise DecodeError(f"{batch.TYPE}: a row is not a valid {cls.TYPE}: {e}") from None
+
+
+def _optional(cls: type) -> frozenset[str]:
+    """Fields of `cls` with a default (a batch may leave such a column empty)."""
+    return frozenset(name for name, _check, _hint, required in _fields(cls) if not required)
+
+
+def _columns(items: list[Any], columns: dict[str, str], shared: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The batch fields of `items` (the inverse of `_rows`); they must agree on every shared field."""
+    if not items:
+        raise ValueError(f"an empty {what}")
+    first = items[0]
+    for f in shared:
+        if any(getattr(x, f) != getattr(first, f) for x in items):
+            raise ValueError(f"{what}: the programs differ in {f!r}; batch only programs of one completion batch")
+    return {
+        **{f: getattr(first, f) for f in shared},
+        **{col: [getattr(x, item) for x in items] for col, item in columns.items()},
+    }
+
+
+@dataclass(slots=True, kw_only=True)
+class ExecBatch(Message):
+    """Several programs of one task to run, as one job: the programs of one completion batch.
+
+    Every message on the bus costs a publish, a fetch and an ack (and the sockets' wake-ups)
+    on each hop, which is as much CPU as a light program's whole run in the sandbox; the
+    search's programs come in batches (one `Completions` writes up to `n` of them) sharing a
+    task, parent, origin, model version and generation, so they travel together: columns of
+    per-program fields beside the shared ones. `requests()` gives the `ExecRequest`s it stands
+    for; the executor answers with one `EvaluatedBatch`. Single `ExecRequest`s remain the
+    form for programs sent one by one (`soar exec`, the baseline programs).
+    """
+
+    TYPE: ClassVar[str] = "exec_batch"
+    SUBJECT: ClassVar[str] = T.WORK_EXEC
+    COLUMNS: ClassVar[dict[str, str]] = {"program_ids": "program_id", "codes": "code", "norms": "norm"}
+    SHARED: ClassVar[tuple[str, ...]] = (
+        "task_id", "inputs_ref", "parent_id", "generation", "origin", "model_version", "task_digest",
+    )  # fmt: skip
+
+    batch_id: str
+    """Unique per batch and stable across resends (the request id and the chunk's index)."""
+    task_id: str
+    program_ids: list[str]
+    codes: list[str]
+    norms: list[str] = field(default_factory=list)
+    inputs_ref: str | None = None
+    """The task's inputs in the object store (as `ExecRequest.inputs_ref`); batches never carry grids."""
+    parent_id: str | None = None
+    generation: int = 0
+    origin: str = "sample"
+    model_version: str = ""
+    task_digest: str = ""
+    submitted_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, batch_id: str, requests: list[ExecRequest]) -> ExecBatch:
+        if any(r.inputs is not None for r in requests):
+            raise ValueError("exec batch: requests must name their inputs by inputs_ref")
+        return cls(batch_id=batch_id, **_columns(requests, cls.COLUMNS, cls.SHARED, "exec batch"))
+
+    def requests(self) -> list[ExecRequest]:
+        return _rows(self, ExecRequest, self.COLUMNS, self.SHARED)
+
+    def __len__(self) -> int:
+        return len(self.program_ids)
+
+    def subject(self) -> str:
+        return T.exec_subject(self.task_id)
+
+    def dedup_id(self) -> str | None:
+        return f"exec-batch:{self.batch_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class EvaluatedBatch(Message):
+    """The `Evaluated` of every program of one `ExecBatch`, as one event (columns per program).
+
+    `items()` gives the `Evaluated`s; consumers treat each exactly as a single one."""
+
+    TYPE: ClassVar[str] = "evaluated_batch"
+    SUBJECT: ClassVar[str] = T.EVT_EVALUATED
+    COLUMNS: ClassVar[dict[str, str]] = {
+        "program_ids": "program_id", "codes": "code", "norms": "norm", "outputs": "outputs", "errors": "errors",
+        "details": "details", "train_correct": "train_correct", "fitness": "fitness", "duration_s": "duration_s",
+        "stdout": "stdout",
+    }  # fmt: skip
+    SHARED: ClassVar[tuple[str, ...]] = (
+        "task_id", "parent_id", "generation", "origin", "model_version", "task_digest", "worker_id",
+    )  # fmt: skip
+
+    batch_id: str
+    task_id: str
+    program_ids: list[str]
+    codes: list[str]
+    outputs: list[list[Grid | None]]
+    errors: list[list[str | None]]
+    norms: list[str] = field(default_factory=list)
+    details: list[list[str | None]] = field(default_factory=list)
+    train_correct: list[list[bool]] = field(default_factory=list)
+    fitness: list[float] = field(default_factory=list)
+    duration_s: list[float] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+    worker_id: str = ""
+    parent_id: str | None = None
+    generation: int = 0
+    origin: str = "sample"
+    model_version: str = ""
+    task_digest: str = ""
+
+    @classmethod
+    def of(cls, batch_id: str, evaluated: list[Evaluated]) -> EvaluatedBatch:
+        return cls(batch_id=batch_id, **_columns(evaluated, cls.COLUMNS, cls.SHARED, "evaluated batch"))
+
+    def items(self) -> list[Evaluated]:
+        return _rows(self, Evaluated, self.COLUMNS, self.SHARED)
+
+    def __len__(self) -> int:
+        return len(self.program_ids)
+
+    def subject(self) -> str:
+        return T.evaluated_subject(self.task_id)
+
+    def dedup_id(self) -> str | None:
+        return f"evaluated-batch:{self.batch_id}"
+
+
 @dataclass(slots=True, kw_only=True)
 class TaskStatus(Message):
     """Where a task stands (also kept as the latest value in the `soar_tasks` bucket)."""

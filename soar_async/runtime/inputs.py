@@ -72,11 +72,12 @@ class WorkQueue:
 
     Attributes:
         queue: the queue's name in `Topology.queues`.
-        message: the job's message class.
+        message: the job's message class, or None to decode by the payload's type tag (a
+            queue that carries more than one kind of job).
     """
 
     queue: str
-    message: type[Message]
+    message: type[Message] | None
 
     async def open(
         self, bus: Bus, topology: Topology, *, role: str, worker_id: str, partition: Partition | None

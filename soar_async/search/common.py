@@ -8,6 +8,7 @@ the slot numbers carried in each request's `meta`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from soar_async.messages import (
     ArchiveQuery,
     Completions,
     DecodeError,
+    ExecBatch,
     ExecRequest,
     GenRequest,
     Proposals,
@@ -186,7 +188,11 @@ class Proposing:
     def __init__(self) -> None:
         self.seen: dict[str, set[str]] = {}
 
-    def process(self, plan: Plan, msg: Completions, *, origin: str, island: int | None = None) -> list[Any]:
+    def process(
+        self, plan: Plan, msg: Completions, *, origin: str, island: int | None = None, batch: int = 1
+    ) -> list[Any]:
+        """The execution work (new programs, `batch` per message at most: `exec_messages`) and
+        the slot's `Proposals`, last."""
         entries = entries_of(plan.task, msg)
         seen = self.seen.setdefault(plan.task.id, set())
         execs: list[ExecRequest] = []
@@ -223,7 +229,22 @@ class Proposing:
             completion_tokens=msg.completion_tokens,
             error=msg.error,
         )
-        return [*execs, proposals]
+        return [*exec_messages(msg.request_id, execs, batch), proposals]
+
+
+def exec_messages(request_id: str, execs: list[ExecRequest], batch: int) -> list[ExecRequest | ExecBatch]:
+    """Requests as they go to the executors: single when `batch` is 1, else in `ExecBatch`es of
+    up to `batch` programs. A batch's id names its programs (a hash of their ids), so a resend
+    after a restart, which may group the programs otherwise, is never mistaken for another
+    batch by the queue's dedup; a program sent twice so is stored once by the archive."""
+    if batch <= 1 or len(execs) <= 1:
+        return list(execs)
+    out: list[ExecRequest | ExecBatch] = []
+    for i in range(0, len(execs), batch):
+        chunk = execs[i : i + batch]
+        digest = hashlib.sha1("".join(r.program_id for r in chunk).encode()).hexdigest()[:16]
+        out.append(ExecBatch.of(f"{request_id}:{digest}", chunk))
+    return out
 
 
 def slot_of(msg: Completions, plan: Plan) -> int:

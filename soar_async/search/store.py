@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -217,6 +217,25 @@ class ArchiveStore:
         A program whose norm the task already has (another text of the same program, run
         again by a proposer restarted with an empty memory of what it sent) is not stored a
         second time: its completion row already counts it in the vote as a duplicate."""
+        return self.add_evaluated_many([ev]) == 1
+
+    def add_evaluated_many(self, evs: Sequence[Evaluated]) -> int:
+        """Record executed programs in one transaction (one commit for a whole `EvaluatedBatch`);
+        how many were new. All or nothing: a program that cannot be stored (ValueError) stores
+        none of them."""
+        tasks = {ev.task_id for ev in evs}
+        self.db.execute("BEGIN")
+        try:
+            added = sum(self._insert_evaluated(ev) for ev in evs)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            for tid in tasks:  # the running totals may have counted rows that were rolled back
+                self._counts.pop(tid, None)
+            raise
+        return added
+
+    def _insert_evaluated(self, ev: Evaluated) -> bool:
         task = self.task(ev.task_id, ev.task_digest or None)
         rec = ProgramRecord.from_evaluated(task, ev)
         norm = ev.norm or norm_key(rec.code)

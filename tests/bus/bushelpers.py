@@ -144,10 +144,16 @@ async def read_subject(bus: Bus, subject: str, stream: str) -> list[Any]:
 
 
 async def evaluated(bus: Bus) -> list[Any]:
+    """Every stored `Evaluated`, those of `EvaluatedBatch`es unpacked in order."""
     from soar_async.bus.topology import EVALUATED_ALL, STREAM_EVENTS
-    from soar_async.messages import Evaluated
+    from soar_async.messages import Evaluated, EvaluatedBatch, decode
 
-    return [Evaluated.decode(m.data) for m in await read_subject(bus, EVALUATED_ALL, STREAM_EVENTS)]
+    out: list[Any] = []
+    for m in await read_subject(bus, EVALUATED_ALL, STREAM_EVENTS):
+        ev = decode(m.data)
+        assert isinstance(ev, Evaluated | EvaluatedBatch), type(ev)
+        out.extend(ev.items() if isinstance(ev, EvaluatedBatch) else [ev])
+    return out
 
 
 async def dead_letters(bus: Bus, role: str = "executor") -> list[Any]:

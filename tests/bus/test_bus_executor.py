@@ -5,14 +5,14 @@ from __future__ import annotations
 import anyio
 import msgpack
 import pytest
-from bushelpers import dead_letters, evaluated, run_actor, submit, wait_for
+from bushelpers import dead_letters, evaluated, read_subject, run_actor, submit, wait_for
 
 from actors.executor import Executor
 from soar_async.arc import load_tasks
 from soar_async.bus.conn import PayloadTooLarge
 from soar_async.bus.server import NatsServer
-from soar_async.bus.topology import OBJ_BLOBS, WORK_EXEC
-from soar_async.messages import ExecRequest
+from soar_async.bus.topology import EVALUATED_ALL, OBJ_BLOBS, STREAM_EVENTS, WORK_EXEC
+from soar_async.messages import EvaluatedBatch, ExecBatch, ExecRequest, decode
 from soar_async.records import program_id
 from soar_async.runtime.client import exec_requests, submit_and_collect
 
@@ -76,6 +76,40 @@ def test_real_arc_task_and_inputs_by_reference(nats_server: NatsServer) -> None:
             assert e.fitness == 1.0 and len(e.outputs) == len(task.inputs())
         [dl] = await dead_letters(bus)
         assert "inputs/nope" in dl.headers["Soar-Reason"] and ExecRequest.decode(dl.data).program_id == "missing"
+
+    anyio.run(_with_executor, nats_server.url, body)
+
+
+def test_an_exec_batch_is_run_whole_and_answered_with_one_event(nats_server: NatsServer) -> None:
+    """The programs of one completion batch travel as one job and come back as one event,
+    each program judged exactly as when it travels alone; a batch whose columns disagree is
+    dead-lettered with the reason."""
+    grids = [[[1, 2], [3, 4]], [[5, 6, 7]]]
+    singles = [
+        ExecRequest(program_id=pid, task_id="toy", code=code, inputs_ref="inputs/toy", norm=f"n-{pid}", generation=3)
+        for pid, code in (("flip", FLIP), ("raises", RAISES), ("syntax", SYNTAX), ("np", NUMPY))
+    ]
+    batch = ExecBatch.of("req-1:abc", singles)
+    malformed = {**batch.to_dict(), "batch_id": "req-2:def", "codes": [FLIP]}
+
+    async def body(bus, runner):  # type: ignore[no-untyped-def]
+        store = await bus.js.object_store(OBJ_BLOBS)
+        await store.put("inputs/toy", msgpack.packb({"inputs": grids, "train_outputs": [[[2, 1], [4, 3]]]}))
+        await submit(bus, [batch])
+        await bus.js.publish(WORK_EXEC + ".toy", msgpack.packb(malformed))
+        await wait_for(lambda: runner.counters.ok >= 1 and runner.counters.dead_lettered >= 1, 120, "batch handled")
+        [stored] = await read_subject(bus, EVALUATED_ALL, STREAM_EVENTS)
+        got = decode(stored.data)
+        assert isinstance(got, EvaluatedBatch) and got.batch_id == batch.batch_id and len(got) == 4
+        evs = {e.program_id: e for e in got.items()}
+        assert list(evs) == ["flip", "raises", "syntax", "np"]
+        for pid in ("flip", "np"):
+            assert evs[pid].outputs == [[[2, 1], [4, 3]], [[7, 6, 5]]] and evs[pid].train_correct == [True]
+            assert evs[pid].norm == f"n-{pid}" and evs[pid].generation == 3 and evs[pid].worker_id == runner.worker_id
+        assert evs["raises"].errors == ["exception", "exception"] and evs["raises"].fitness == 0.0
+        assert evs["syntax"].errors == ["syntax_error", "syntax_error"]
+        [dl] = await dead_letters(bus)
+        assert "codes do not have 4 rows" in dl.headers["Soar-Reason"]
 
     anyio.run(_with_executor, nats_server.url, body)
 

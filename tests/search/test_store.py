@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from soar_async.arc import Task, load_tasks
 from soar_async.config import SearchConfig
-from soar_async.messages import Completions, Evaluated, Proposals
+from soar_async.messages import Completions, Evaluated, EvaluatedBatch, ExecBatch, ExecRequest, Proposals, decode
 from soar_async.records import evaluate_native
 from soar_async.search.common import Proposing, chain
 from soar_async.search.plan import Plan, norm_key, search_task, slot_size, slots
@@ -108,5 +110,56 @@ def test_store_is_idempotent_and_counts_duplicates_in_the_vote(tmp_path: Path, t
     # The running totals agree with a store that reads the same file from scratch.
     fresh = ArchiveStore(tmp_path / "archive.sqlite")
     a, b = store.status(task.id).to_dict(), fresh.status(task.id).to_dict()
+    a.pop("updated_at"), b.pop("updated_at")
+    assert a == b
+
+
+def test_a_completion_batch_travels_as_exec_batches_and_is_stored_in_one_transaction(
+    tmp_path: Path, task: Task
+) -> None:
+    """`exec_batch` groups a completion batch's new programs; the archive stores an
+    `EvaluatedBatch` whole or not at all, and counts it exactly as the single events."""
+    cfg = SearchConfig(samples_per_task=8, refinements_per_task=0, completions_per_sample_request=8)
+    msg = search_task(task, cfg)
+    plan = Plan.of(msg)
+    texts = [fenced(IDENTITY), fenced(ROT180), fenced(ROT180_COMMENTED), "prose", fenced(FLIP)]
+    singles = Proposing().process(plan, completions(plan, 0, texts), origin="sample")
+    batched = Proposing().process(plan, completions(plan, 0, texts), origin="sample", batch=2)
+    one_by_one = [m for m in singles if isinstance(m, ExecRequest)]
+    batches = [m for m in batched if isinstance(m, ExecBatch)]
+    assert [len(b) for b in batches] == [2, 1]
+    assert batched[-1].entries == singles[-1].entries  # the same Proposals, last
+    # A batch stands for exactly the single requests, in order, and survives the wire.
+    unpacked = [r for b in batches for r in decode(b.encode()).requests()]
+    for r in (*unpacked, *one_by_one):
+        r.submitted_at = 0.0
+    assert unpacked == one_by_one
+    # Its id names its programs: the same programs give the same id, other programs another.
+    again = Proposing().process(plan, completions(plan, 0, texts), origin="sample", batch=2)
+    assert [b.batch_id for b in again[:2]] == [b.batch_id for b in batches]
+    assert batches[0].batch_id != batches[1].batch_id
+    # Malformed batches are refused with the reason, not half-read.
+    with pytest.raises(ValueError, match="differ in 'parent_id'"):
+        ExecBatch.of("x", [one_by_one[0], dataclasses.replace(one_by_one[1], parent_id="p")])
+    broken = batches[0].to_dict()
+    broken["codes"] = broken["codes"][:1]
+    with pytest.raises(ValueError, match="codes do not have 2 rows"):
+        decode(msgpack.packb(broken)).requests()
+
+    store = ArchiveStore(tmp_path / "archive.sqlite")
+    store.add_search(msg)
+    store.add_proposals(batched[-1])
+    evs = [evaluated(task, r.code) for r in unpacked]
+    bad = EvaluatedBatch.of("b", [evs[0], evs[1]])
+    bad.outputs[1] = bad.outputs[1][:1]  # the rotation's outputs cut short: not of this task
+    with pytest.raises(ValueError):
+        store.add_evaluated_many(bad.items())
+    assert store.status(task.id).programs == 0 and store.records(task.id) == []  # nothing half-stored
+    good = decode(EvaluatedBatch.of("b", evs).encode())
+    assert store.add_evaluated_many(good.items()) == 3 and store.add_evaluated_many(good.items()) == 0
+    st = store.status(task.id)
+    assert st.state == "done" and st.programs == 3 and st.correct == 1
+    fresh = ArchiveStore(tmp_path / "archive.sqlite")
+    a, b = st.to_dict(), fresh.status(task.id).to_dict()
     a.pop("updated_at"), b.pop("updated_at")
     assert a == b
