@@ -142,13 +142,14 @@ def write_script(path: Path, wl: Workload) -> Path:
     return path
 
 
-def bench_config(script: Path, workers: int, n: int) -> Any:
+def bench_config(script: Path, workers: int, n: int, exec_batch: int | None = None) -> Any:
     from soar_async.config import Config, apply
 
     values = {
         "model": {"engine": "double", "path": str(script), "max_concurrent_requests": 16},
         "search": {
             "completions_per_sample_request": n,
+            "exec_batch": exec_batch or Config().search.exec_batch,
             "requests_in_flight": IN_FLIGHT,
             "stop_after_correct": 0,
         },
@@ -227,12 +228,19 @@ class _CpuSampler:
 
 
 async def run_pipeline(
-    wl: Workload, workers: int, run_dir: Path, *, n: int, timeout: float, progress: Progress
+    wl: Workload,
+    workers: int,
+    run_dir: Path,
+    *,
+    n: int,
+    timeout: float,
+    progress: Progress,
+    exec_batch: int | None = None,
 ) -> dict[str, Any]:
     from soar_async.search.run import search
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = bench_config(write_script(run_dir.parent / f"script-{run_dir.name}.json", wl), workers, n)
+    cfg = bench_config(write_script(run_dir.parent / f"script-{run_dir.name}.json", wl), workers, n, exec_batch)
     per_task = len(wl.jobs) // len(wl.tasks)
     last_said = [0.0]
 
@@ -303,6 +311,7 @@ async def run_bench(
     programs_per_task: int = DEFAULT_PROGRAMS,
     executors: Sequence[int] = (1, 2),
     n: int = DEFAULT_N,
+    exec_batch: int | None = None,
     rounds: int = 1,
     timeout: float = 1800.0,
     work_dir: Path | None = None,
@@ -319,6 +328,9 @@ async def run_bench(
 
     if tasks < 1 or programs_per_task < 1 or not executors or min(executors) < 1 or n < 1 or rounds < 1:
         raise ValueError("tasks, programs per task, executor workers, rounds and completions per request must be >= 1")
+    exec_batch = exec_batch or Config().search.exec_batch
+    if exec_batch < 1:
+        raise ValueError(f"programs per execution message (--exec-batch) must be >= 1, got {exec_batch}")
     await anyio.to_thread.run_sync(ensure_built)
     progress(f"workload: {tasks} ARC-AGI-1 training tasks x {programs_per_task} distinct programs")
     wl = await anyio.to_thread.run_sync(workload, tasks, programs_per_task)
@@ -333,7 +345,9 @@ async def run_bench(
                 pools.append(await anyio.to_thread.run_sync(run_pool, wl.jobs, w, limits))
                 progress(f"[pipeline] {len(wl.jobs)} programs, 1 executor with {w} sandbox worker(s){tag}")
                 run_dir = Path(tmp) / f"run-w{w}-r{r}"
-                pipe = await run_pipeline(wl, w, run_dir, n=n, timeout=timeout, progress=progress)
+                pipe = await run_pipeline(
+                    wl, w, run_dir, n=n, timeout=timeout, progress=progress, exec_batch=exec_batch
+                )
                 if pipe["programs"] != len(wl.jobs) or pipe["programs_reported"] != pipe["programs"]:
                     progress(
                         f"  WARNING: {pipe['programs']} programs archived, {pipe['programs_reported']} reported, "
@@ -362,6 +376,7 @@ async def run_bench(
         "programs_per_task": programs_per_task,
         "programs": len(wl.jobs),
         "completions_per_request": n,
+        "exec_batch": exec_batch,
         "requests_in_flight": IN_FLIGHT,
         "rounds": rounds,
         "skipped_tasks": wl.skipped_tasks,
@@ -398,7 +413,8 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"soar bench pipeline: {r['tasks']} ARC-AGI-1 training tasks x {r['programs_per_task']} distinct "
         f"light programs = {r['programs']}, LLM test double (instant), {r['completions_per_request']} "
-        f"completions per request, {r['requests_in_flight']} requests in flight per task{rounds}; "
+        f"completions per request, up to {r['exec_batch']} programs per execution message, "
+        f"{r['requests_in_flight']} requests in flight per task{rounds}; "
         f"{r['machine']}, load average {' '.join(f'{x:.1f}' for x in r['load_average'])}",
         "",
         "| executor workers | pool programs/s | pipeline programs/s | pipeline / pool | pool busy | pipeline busy | "

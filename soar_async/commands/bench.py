@@ -93,6 +93,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
             programs_per_task=args.programs_per_task,
             executors=executors,
             n=args.completions_per_request,
+            exec_batch=args.exec_batch,
             rounds=args.rounds,
             progress=progress,
         )
@@ -200,6 +201,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--executors", default="1,2", help="executor (sandbox) worker counts to compare (default 1,2)")
     pl.add_argument("--completions-per-request", type=int, default=DEFAULT_N,
                     help=f"completions per sampling request (default {DEFAULT_N})")  # fmt: skip
+    pl.add_argument("--exec-batch", type=int, default=None,
+                    help="programs per execution message (default search.exec_batch; 1: one per program)")  # fmt: skip
     pl.add_argument("--rounds", type=int, default=1, help="measurements per side, median reported (default 1)")
     pl.set_defaults(func=cmd_bench_pipeline)
 

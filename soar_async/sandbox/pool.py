@@ -7,8 +7,9 @@ thread that owns the worker sees the pipe close, reports CRASH for that program 
 worker. (`mode="thread"` runs the same jobs on threads in this process; wasmtime-py releases the
 GIL while wasm runs, so it scales too, without crash isolation.)
 
-Back-pressure: `run()` holds one of `workers` capacity slots while its job is queued or running,
-so a producer awaiting `run()` cannot pile up unbounded work; `map()` simply blocks.
+Back-pressure: `run()` holds one of `2 * workers` capacity slots (`max_in_flight`) while its job
+is queued or running, so a producer awaiting `run()` cannot pile up unbounded work, and every
+worker finds its next program queued when one ends; `map()` simply blocks.
 
 Result cache: every instance starts from the same snapshot, so a program's results are a function
 of (code, inputs, limits) — SOAR samples many duplicate programs, and the cheapest execution is
@@ -199,7 +200,11 @@ class SandboxPool:
         build.ensure_built(fuel=fuel)  # build here once, not racing in every worker
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._closed = False
-        self._limiter: Any = None  # back-pressure: `workers` run() calls in flight at most
+        self.max_in_flight = 2 * self.workers
+        """run() calls in flight at most: one program running and one queued per worker, so a
+        worker's next program is already in its queue when one ends (no wait for the event
+        loop, which may be busy with other actors, between two programs)."""
+        self._limiter: Any = None  # back-pressure: `max_in_flight` run() calls at most
         self._waiters: Any = None  # threads that wait for results on non-asyncio backends
         self._procs: list[_ProcessWorker] = []
         if mode == "process":
@@ -278,18 +283,18 @@ class SandboxPool:
         return [f.result() for f in futs]
 
     async def run(self, code: str, inputs: list[Grid]) -> ExecResult:
-        """Await one program. At most `workers` calls are in flight; the rest wait here.
+        """Await one program. At most `max_in_flight` calls are in flight; the rest wait here.
 
         The result is awaited without a thread on asyncio (`asyncio.wrap_future`), so no number of
         callers can exhaust anyio's shared worker-thread limiter (40 by default) and leave finished
         results queued behind blocked waiters; on other backends a waiting thread is taken from a
         limiter of this pool's own, as large as the back-pressure limit. As before, a cancelled
         caller keeps its slot until its program has finished (the wait is shielded), so
-        cancellation cannot push more work into the pool than it has workers."""
+        cancellation cannot push more work into the pool than `max_in_flight`."""
         import anyio
 
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.workers)
+            self._limiter = anyio.CapacityLimiter(self.max_in_flight)
         async with self._limiter:
             fut = self.submit(code, inputs)
             with anyio.CancelScope(shield=True):
@@ -308,7 +313,7 @@ class SandboxPool:
             return await asyncio.wrap_future(fut)
 
         if self._waiters is None:
-            self._waiters = anyio.CapacityLimiter(self.workers)
+            self._waiters = anyio.CapacityLimiter(self.max_in_flight)
         return await anyio.to_thread.run_sync(fut.result, limiter=self._waiters)
 
     def worker_pids(self) -> list[int]:

@@ -77,7 +77,7 @@ def test_async_run_applies_back_pressure(sandbox_built: object) -> None:
 
     results = anyio.run(main)
     assert [r.results[0].output for r in results] == [[[i % 10]] for i in range(12)]  # type: ignore[attr-defined]
-    assert peak <= 2
+    assert 2 < peak <= 4  # one running and one queued per worker, no more
 
 
 def test_async_run_waits_without_taking_threads(sandbox_built: object) -> None:
