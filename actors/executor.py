@@ -39,6 +39,7 @@ class Executor(Actor[Message]):
         self._blobs: collections.OrderedDict[str, tuple[list[Grid], list[Grid | None] | None]] = (
             collections.OrderedDict()
         )
+        """Inputs by reference name (a name never changes content), most recently used last."""
         self._fetching = anyio.Lock()
 
     async def setup(self) -> None:
@@ -131,7 +132,9 @@ class Executor(Actor[Message]):
             raise PermanentError("exec request has neither inputs nor inputs_ref")
         if train_outputs and len(train_outputs) > len(inputs):
             raise PermanentError(f"{len(train_outputs)} train outputs for {len(inputs)} inputs")
-        result = await self.pool.run(msg.code, inputs)
+        # A reference names its content for good (the task's digest is in it): the pool's result
+        # cache keys on the name instead of serialising the grids for every program.
+        result = await self.pool.run(msg.code, inputs, inputs_key=msg.inputs_ref if msg.inputs is None else None)
         if any(r.error == ErrorKind.CRASH for r in result.results):
             # A sandbox worker died (killed by the OOM killer, by Ctrl-C while we shut down...).
             # That depends on the machine, not only on the program: run it once more, possibly

@@ -239,8 +239,13 @@ class SandboxPool:
             except BaseException as e:  # never lose a job
                 fut.set_result(ExecResult.all_failed(len(inputs), ErrorKind.CRASH, f"pool error: {e!r}"[:300]))
 
-    def submit(self, code: str, inputs: list[Grid], limits: Limits | None = None) -> cf.Future[ExecResult]:
-        """Queue one program; the future always resolves to an ExecResult (never raises)."""
+    def submit(
+        self, code: str, inputs: list[Grid], limits: Limits | None = None, *, inputs_key: str | None = None
+    ) -> cf.Future[ExecResult]:
+        """Queue one program; the future always resolves to an ExecResult (never raises).
+
+        `inputs_key`: a digest that names `inputs` exactly (the caller's, computed once for many
+        programs on the same inputs), so the cache key needs no serialisation of the grids."""
         if self._closed:
             raise RuntimeError("SandboxPool is closed")
         limits = limits or self.limits
@@ -248,7 +253,11 @@ class SandboxPool:
         if self.cache_size <= 0:
             self._jobs.put((code, inputs, limits, out))
             return out
-        key = hashlib.sha256(json.dumps([code, inputs, limits.to_dict()], separators=(",", ":")).encode()).hexdigest()
+        if inputs_key is None:
+            key_text = json.dumps([code, inputs, limits.to_dict()], separators=(",", ":"))
+        else:
+            key_text = json.dumps([code, "inputs:" + inputs_key, limits.to_dict()], separators=(",", ":"))
+        key = hashlib.sha256(key_text.encode()).hexdigest()
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -282,7 +291,7 @@ class SandboxPool:
         futs = [self.submit(code, inputs) for code, inputs in jobs]
         return [f.result() for f in futs]
 
-    async def run(self, code: str, inputs: list[Grid]) -> ExecResult:
+    async def run(self, code: str, inputs: list[Grid], *, inputs_key: str | None = None) -> ExecResult:
         """Await one program. At most `max_in_flight` calls are in flight; the rest wait here.
 
         The result is awaited without a thread on asyncio (`asyncio.wrap_future`), so no number of
@@ -296,7 +305,7 @@ class SandboxPool:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_in_flight)
         async with self._limiter:
-            fut = self.submit(code, inputs)
+            fut = self.submit(code, inputs, inputs_key=inputs_key)
             with anyio.CancelScope(shield=True):
                 return await self._wait(fut)
 

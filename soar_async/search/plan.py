@@ -7,8 +7,8 @@ resend after a crash is dropped by the queue's dedup window instead of spent twi
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,13 +110,40 @@ class Plan:
 
 
 def norm_key(code: str) -> str:
-    """Digest of the program's normalised form (its AST dump: comments, spacing and quotes
-    do not count); code that does not parse is keyed by its text."""
+    """Digest of the program's normalised form: what the compiler makes of it (instructions,
+    constants, names of every code object, not the line table), so comments, spacing, blank
+    lines and quotes do not count; code that does not compile is keyed by its text.
+
+    The compiler rather than an AST dump because it is C: 0.04 ms a program against 0.13 ms,
+    paid for every completion. Norms are digests of this interpreter's bytecode, so archives
+    written under another Python version dedupe only identical texts against new programs."""
     try:
-        text = ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError, RecursionError):
-        text = "raw:" + code
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+        co = compile(code, "<program>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return hashlib.sha256(("raw:" + code).encode()).hexdigest()[:20]
+    h = hashlib.sha256()
+    _digest_code(co, h)
+    return h.hexdigest()[:20]
+
+
+def _digest_code(co: types.CodeType, h: Any) -> None:
+    h.update(co.co_code)
+    h.update(repr((co.co_name, co.co_names, co.co_varnames, co.co_freevars, co.co_cellvars, co.co_flags)).encode())
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            _digest_code(c, h)
+        else:
+            h.update(b"\0" + _const_text(c).encode())
+
+
+def _const_text(c: Any) -> str:
+    """A constant's text, the same in every process (a frozenset's repr follows string hashing,
+    which is randomised per process)."""
+    if isinstance(c, frozenset):
+        return "frozenset{" + ",".join(sorted(_const_text(x) for x in c)) + "}"
+    if isinstance(c, tuple):
+        return "(" + ",".join(_const_text(x) for x in c) + ")"
+    return f"{type(c).__name__}:{c!r}"
 
 
 def entries_of(task: Task, msg: Completions) -> list[dict[str, Any]]:

@@ -240,7 +240,12 @@ class ArchiveStore:
         rec = ProgramRecord.from_evaluated(task, ev)
         norm = ev.norm or norm_key(rec.code)
         same = "SELECT 1 FROM programs WHERE task_id=? AND norm=? AND digest=? LIMIT 1"
-        if self.db.execute(same, (rec.task_id, norm, rec.task_digest)).fetchone():
+        c = self._counts.get(rec.task_id)
+        # The running totals know every norm stored for the task (of any digest): a norm they
+        # lack needs no look-up; one they have is checked against this digest.
+        if (c is None or norm in c.evaluated_norms) and self.db.execute(
+            same, (rec.task_id, norm, rec.task_digest)
+        ).fetchone():
             return False
         cur = self.db.execute(
             "INSERT OR IGNORE INTO programs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -253,7 +258,6 @@ class ArchiveStore:
         )  # fmt: skip
         if cur.rowcount == 0:
             return False
-        c = self._counts.get(rec.task_id)
         if c is not None:
             c.programs += 1
             c.correct += int(rec.all_train_correct)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import msgpack
@@ -163,3 +164,21 @@ def test_a_completion_batch_travels_as_exec_batches_and_is_stored_in_one_transac
     a, b = st.to_dict(), fresh.status(task.id).to_dict()
     a.pop("updated_at"), b.pop("updated_at")
     assert a == b
+
+
+def test_norms_are_the_same_in_every_process() -> None:
+    """A set literal compiles to a frozenset constant, whose repr follows the per-process string
+    hash seed: the norm must not (proposers and archives in other processes compare norms)."""
+    import subprocess
+    import sys
+
+    code = "def transform(grid):\n    return [[c for c in r if c in {'a', 'b', 'c', 1.5}] for r in grid]\n"
+    run = [sys.executable, "-c", f"from soar_async.search.plan import norm_key; print(norm_key({code!r}))"]
+    seen = {
+        subprocess.run(
+            run, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert seen == {norm_key(code) + "\n"}
+    assert norm_key("x = 1") != norm_key("x = 1.0") and norm_key("x = 'a'") == norm_key('x = "a"')
