@@ -89,7 +89,7 @@ def test_async_run_waits_without_taking_threads(sandbox_built: object) -> None:
     def done(code: str) -> ExecResult:
         return ExecResult([GridResult([[1 if code == "quick" else 0]])], "", 0.0)
 
-    def fake_submit(code: str, inputs: object, limits: object = None) -> cf.Future[ExecResult]:
+    def fake_submit(code: str, inputs: object, limits: object = None, **_kw: object) -> cf.Future[ExecResult]:
         fut: cf.Future[ExecResult] = cf.Future()
         if code == "quick":
             fut.set_result(done(code))
@@ -153,3 +153,18 @@ def test_timeouts_are_not_cached(sandbox_built: object) -> None:
         b = pool.submit(SPIN, [[[1]]]).result()
     assert a.results[0].error == b.results[0].error == ErrorKind.TIMEOUT
     assert b.extra["cached"] is False
+
+
+def test_cache_keys_on_a_named_input(sandbox_built: object) -> None:
+    """Programs on inputs named by a key share cached results by that key: the same code and key
+    is a hit without serialising the grids, another key (other inputs) is a miss."""
+    code = "def transform(g):\n    return [[len(g)]]\n"
+    with SandboxPool(workers=1) as pool:
+        first = pool.submit(code, [[[1]], [[2]]], inputs_key="task-a").result()
+        again = pool.submit(code, [[[1]], [[2]]], inputs_key="task-a").result()
+        other = pool.submit(code, [[[1]]], inputs_key="task-b").result()
+        inline = pool.submit(code, [[[1]], [[2]]]).result()
+    assert [r.output for r in first.results] == [[[1]], [[1]]] and not first.extra["cached"]
+    assert again.extra["cached"] and [r.output for r in again.results] == [[[1]], [[1]]]
+    assert not other.extra["cached"] and [r.output for r in other.results] == [[[1]]]
+    assert not inline.extra["cached"]  # an unnamed input is keyed by its grids, never by a name
