@@ -467,7 +467,35 @@ def _columns(items: list[Any], columns: dict[str, str], shared: tuple[str, ...],
 
 
 @dataclass(slots=True, kw_only=True)
-class ExecBatch(Message):
+class ProgramBatch(Message):
+    """Base of the batch messages: per-program fields as columns (`COLUMNS`: batch field ->
+    item field), beside the fields every program of the batch shares (`SHARED`)."""
+
+    ITEM: ClassVar[type[Message]]
+    COLUMNS: ClassVar[dict[str, str]]
+    SHARED: ClassVar[tuple[str, ...]]
+
+    batch_id: str
+    """Unique per batch and stable across resends (the exec batch's: the request id and a hash
+    of its program ids; the evaluated batch copies it)."""
+
+    @classmethod
+    def of_items(cls: type[M], batch_id: str, items: list[Any]) -> M:
+        b: Any = cls
+        return cls(batch_id=batch_id, **_columns(items, b.COLUMNS, b.SHARED, b.TYPE))
+
+    def rows(self) -> list[Any]:
+        return _rows(self, self.ITEM, self.COLUMNS, self.SHARED)
+
+    def __len__(self) -> int:
+        return len(getattr(self, next(iter(self.COLUMNS))))
+
+    def dedup_id(self) -> str | None:
+        return f"{self.TYPE}:{self.batch_id}"
+
+
+@dataclass(slots=True, kw_only=True)
+class ExecBatch(ProgramBatch):
     """Several programs of one task to run, as one job: the programs of one completion batch.
 
     Every message on the bus costs a publish, a fetch and an ack (and the sockets' wake-ups)
@@ -481,13 +509,12 @@ class ExecBatch(Message):
 
     TYPE: ClassVar[str] = "exec_batch"
     SUBJECT: ClassVar[str] = T.WORK_EXEC
+    ITEM: ClassVar[type[Message]] = ExecRequest
     COLUMNS: ClassVar[dict[str, str]] = {"program_ids": "program_id", "codes": "code", "norms": "norm"}
     SHARED: ClassVar[tuple[str, ...]] = (
         "task_id", "inputs_ref", "parent_id", "generation", "origin", "model_version", "task_digest",
     )  # fmt: skip
 
-    batch_id: str
-    """Unique per batch and stable across resends (the request id and the chunk's index)."""
     task_id: str
     program_ids: list[str]
     codes: list[str]
@@ -505,29 +532,24 @@ class ExecBatch(Message):
     def of(cls, batch_id: str, requests: list[ExecRequest]) -> ExecBatch:
         if any(r.inputs is not None for r in requests):
             raise ValueError("exec batch: requests must name their inputs by inputs_ref")
-        return cls(batch_id=batch_id, **_columns(requests, cls.COLUMNS, cls.SHARED, "exec batch"))
+        return cls.of_items(batch_id, requests)
 
     def requests(self) -> list[ExecRequest]:
-        return _rows(self, ExecRequest, self.COLUMNS, self.SHARED)
-
-    def __len__(self) -> int:
-        return len(self.program_ids)
+        return self.rows()
 
     def subject(self) -> str:
         return T.exec_subject(self.task_id)
 
-    def dedup_id(self) -> str | None:
-        return f"exec-batch:{self.batch_id}"
-
 
 @dataclass(slots=True, kw_only=True)
-class EvaluatedBatch(Message):
+class EvaluatedBatch(ProgramBatch):
     """The `Evaluated` of every program of one `ExecBatch`, as one event (columns per program).
 
     `items()` gives the `Evaluated`s; consumers treat each exactly as a single one."""
 
     TYPE: ClassVar[str] = "evaluated_batch"
     SUBJECT: ClassVar[str] = T.EVT_EVALUATED
+    ITEM: ClassVar[type[Message]] = Evaluated
     COLUMNS: ClassVar[dict[str, str]] = {
         "program_ids": "program_id", "codes": "code", "norms": "norm", "outputs": "outputs", "errors": "errors",
         "details": "details", "train_correct": "train_correct", "fitness": "fitness", "duration_s": "duration_s",
@@ -537,7 +559,6 @@ class EvaluatedBatch(Message):
         "task_id", "parent_id", "generation", "origin", "model_version", "task_digest", "worker_id",
     )  # fmt: skip
 
-    batch_id: str
     task_id: str
     program_ids: list[str]
     codes: list[str]
@@ -558,19 +579,13 @@ class EvaluatedBatch(Message):
 
     @classmethod
     def of(cls, batch_id: str, evaluated: list[Evaluated]) -> EvaluatedBatch:
-        return cls(batch_id=batch_id, **_columns(evaluated, cls.COLUMNS, cls.SHARED, "evaluated batch"))
+        return cls.of_items(batch_id, evaluated)
 
     def items(self) -> list[Evaluated]:
-        return _rows(self, Evaluated, self.COLUMNS, self.SHARED)
-
-    def __len__(self) -> int:
-        return len(self.program_ids)
+        return self.rows()
 
     def subject(self) -> str:
         return T.evaluated_subject(self.task_id)
-
-    def dedup_id(self) -> str | None:
-        return f"evaluated-batch:{self.batch_id}"
 
 
 @dataclass(slots=True, kw_only=True)
