@@ -64,7 +64,7 @@ def test_bench_pipeline_tiny_json() -> None:
     r = json.loads(p.stdout)
     for k in ("pipeline_programs_per_s", "pool_programs_per_s", "ratio", "scaling", "speedup", "timing"):
         assert k in r
-    assert r["programs"] == 12 and r["executors"] == [1, 2]
+    assert r["programs"] == 12 and r["executors"] == [1, 2] and r["exec_batch"] == 16
     assert set(r["scaling"]) == {"1", "2"}
     for w, s in r["scaling"].items():
         pipe, pool = s["pipeline"], s["pool"]
@@ -80,6 +80,7 @@ def test_bench_pipeline_tiny_json() -> None:
         assert pipe["search_wall_s"] >= pipe["seconds"]
         cpu_pipe, cpu_pool = sum(pipe["cpu_ms_per_program"].values()), sum(pool["cpu_ms_per_program"].values())
         assert cpu_pipe > 0 and math.isclose(s["cpu_ratio"], cpu_pool / cpu_pipe)
+        assert pipe["cpu_ms_per_program"]["nats_server"] > 0  # the server was found and read while it ran
         assert s["rounds"]["pipeline_programs_per_s"] == [pipe["programs_per_s"]]
     top = r["scaling"]["2"]
     assert r["pipeline_programs_per_s"] == top["pipeline_programs_per_s"]
