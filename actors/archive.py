@@ -16,9 +16,12 @@ here where the programs are, and handed over through the blob store).
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 from typing import Any, ClassVar
+
+import anyio
 
 from soar_async.bus.topology import (
     EVT_EVALUATED,
@@ -80,6 +83,7 @@ class Archive(Actor[Message]):
         super().__init__(ctx)
         self.store: ArchiveStore | None = None
         self._published: dict[str, tuple[tuple[Any, ...], tuple[Any, ...], float]] = {}
+        self._status_locks: collections.defaultdict[str, anyio.Lock] = collections.defaultdict(anyio.Lock)
 
     async def setup(self) -> None:
         path = (self.ctx.run_dir or Path(".")) / store_name(self.ctx.partition)
@@ -114,12 +118,16 @@ class Archive(Actor[Message]):
                     return
             else:
                 return
-            status = store.status(msg.task_id)
+            # Worked out and published under the task's lock: handlers run concurrently, and
+            # each publish awaits the bus twice (key-value put, event), so without it a status
+            # worked out earlier could go out after a later one, and a follower would see a
+            # done task go back to running (and wait for it forever).
+            async with self._status_locks[msg.task_id]:
+                await self._maybe_publish(store.status(msg.task_id))
         except UnknownTask as e:
             # Its SearchTask may still be on the way (another partition count, a replay):
             # retried with backoff, dead-lettered with this reason if it never comes.
             raise TransientError(str(e)) from None
-        await self._maybe_publish(status)
 
     def _settle_dead_letters(self, msg: ExecRequest | ExecBatch) -> bool:
         """Record the programs the executors gave up on as crashed on every input; False when
@@ -182,8 +190,6 @@ class Archive(Actor[Message]):
         """Relabel the task's programs (generations up to the query's) into chat examples,
         write them as JSONL to the blob store and say where, with what went in."""
         import json
-
-        import anyio
 
         from soar_async.bus.topology import OBJ_BLOBS
         from soar_async.learn.dataset import task_examples

@@ -254,6 +254,8 @@ async def follow_search(
                 if st.task_id not in by_id or st.generation != generation:
                     continue
                 was = status.get(st.task_id)
+                if was is not None and was.generation == st.generation and st.updated_at < was.updated_at:
+                    continue  # older than what we hold (the key-value read above can be newer)
                 status[st.task_id] = st
                 if st.state == "done" and (was is None or was.state != "done"):
                     tg.start_soon(settle, st.task_id)
