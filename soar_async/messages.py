@@ -342,7 +342,27 @@ class Completions(Message):
 
 
 @dataclass(slots=True, kw_only=True)
-class ExecRequest(Message):
+class Provenance(Message):
+    """Where a program comes from: the fields that travel with it through every hop (request,
+    result, their batches), so that the last event alone makes a complete archive record."""
+
+    task_id: str
+    parent_id: str | None = None
+    generation: int = 0
+    origin: str = "sample"
+    """'sample' (written from the task alone) or 'refine' (written from `parent_id`)."""
+    model_version: str = ""
+    """The model that wrote the program ("" for hand-written or baseline programs)."""
+    task_digest: str = ""
+    """`Task.digest` of the task the inputs come from."""
+
+
+PROVENANCE = ("task_id", "parent_id", "generation", "origin", "model_version", "task_digest")
+"""`Provenance`'s fields: shared by every program of a batch."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ExecRequest(Provenance):
     """Run one program on all of its task's inputs.
 
     `inputs` are the train inputs then the test inputs; `train_outputs` (known outputs of the
@@ -360,19 +380,10 @@ class ExecRequest(Message):
     SUBJECT: ClassVar[str] = T.WORK_EXEC
     program_id: str
     """`records.program_id(task_id, code, task_digest)`."""
-    task_id: str
     code: str
     inputs: list[Grid] | None = None
     train_outputs: list[Grid | None] | None = None
     inputs_ref: str | None = None
-    parent_id: str | None = None
-    generation: int = 0
-    origin: str = "sample"
-    """'sample' (written from the task alone) or 'refine' (written from `parent_id`)."""
-    model_version: str = ""
-    """The model that wrote the program ("" for hand-written or baseline programs)."""
-    task_digest: str = ""
-    """`Task.digest` of the task the inputs come from."""
     norm: str = ""
     """Digest of the normalised code (`search.plan.norm_key`) where the sender computed it,
     so that the archive need not parse the program again."""
@@ -386,7 +397,7 @@ class ExecRequest(Message):
 
 
 @dataclass(slots=True, kw_only=True)
-class Evaluated(Message):
+class Evaluated(Provenance):
     """A program's outputs on every input, and how it did on the train pairs.
 
     Carries the program (code, parent, origin, model version, generation, task digest,
@@ -403,7 +414,6 @@ class Evaluated(Message):
     MIN_VERSION: ClassVar[int] = 2
     SUBJECT: ClassVar[str] = T.EVT_EVALUATED
     program_id: str
-    task_id: str
     code: str
     outputs: list[Grid | None]
     errors: list[str | None]
@@ -416,11 +426,6 @@ class Evaluated(Message):
     """Sandbox time for the program (all inputs)."""
     stdout: str = ""
     worker_id: str = ""
-    parent_id: str | None = None
-    generation: int = 0
-    origin: str = "sample"
-    model_version: str = ""
-    task_digest: str = ""
     norm: str = ""
     """The request's `norm`, copied."""
 
@@ -467,28 +472,39 @@ def _columns(items: list[Any], columns: dict[str, str], shared: tuple[str, ...],
 
 
 @dataclass(slots=True, kw_only=True)
-class ProgramBatch(Message):
+class ProgramBatch(Provenance):
     """Base of the batch messages: per-program fields as columns (`COLUMNS`: batch field ->
     item field), beside the fields every program of the batch shares (`SHARED`)."""
 
     ITEM: ClassVar[type[Message]]
     COLUMNS: ClassVar[dict[str, str]]
     SHARED: ClassVar[tuple[str, ...]]
+    ROUTE: ClassVar[Callable[[str], str]]
+    """Task id -> subject: the one its single messages take, so a batch goes where they go."""
 
     batch_id: str
     """Unique per batch and stable across resends (the exec batch's: the request id and a hash
     of its program ids; the evaluated batch copies it)."""
 
     @classmethod
-    def of_items(cls: type[M], batch_id: str, items: list[Any]) -> M:
+    def of(cls: type[M], batch_id: str, items: list[Any]) -> M:
         b: Any = cls
+        b.check_items(items)
         return cls(batch_id=batch_id, **_columns(items, b.COLUMNS, b.SHARED, b.TYPE))
 
-    def rows(self) -> list[Any]:
+    @classmethod
+    def check_items(cls, items: list[Any]) -> None:
+        """Refuse (ValueError) items that cannot travel in this kind of batch; all may by default."""
+
+    def items(self) -> list[Any]:
+        """The single messages the batch stands for, in order."""
         return _rows(self, self.ITEM, self.COLUMNS, self.SHARED)
 
     def __len__(self) -> int:
         return len(getattr(self, next(iter(self.COLUMNS))))
+
+    def subject(self) -> str:
+        return type(self).ROUTE(self.task_id)
 
     def dedup_id(self) -> str | None:
         return f"{self.TYPE}:{self.batch_id}"
@@ -510,35 +526,25 @@ class ExecBatch(ProgramBatch):
     TYPE: ClassVar[str] = "exec_batch"
     SUBJECT: ClassVar[str] = T.WORK_EXEC
     ITEM: ClassVar[type[Message]] = ExecRequest
+    ROUTE: ClassVar[Callable[[str], str]] = staticmethod(T.exec_subject)
     COLUMNS: ClassVar[dict[str, str]] = {"program_ids": "program_id", "codes": "code", "norms": "norm"}
-    SHARED: ClassVar[tuple[str, ...]] = (
-        "task_id", "inputs_ref", "parent_id", "generation", "origin", "model_version", "task_digest",
-    )  # fmt: skip
+    SHARED: ClassVar[tuple[str, ...]] = (*PROVENANCE, "inputs_ref")
 
-    task_id: str
     program_ids: list[str]
     codes: list[str]
     norms: list[str] = field(default_factory=list)
     inputs_ref: str | None = None
     """The task's inputs in the object store (as `ExecRequest.inputs_ref`); batches never carry grids."""
-    parent_id: str | None = None
-    generation: int = 0
-    origin: str = "sample"
-    model_version: str = ""
-    task_digest: str = ""
     submitted_at: float = field(default_factory=time.time)
 
     @classmethod
-    def of(cls, batch_id: str, requests: list[ExecRequest]) -> ExecBatch:
-        if any(r.inputs is not None for r in requests):
+    def check_items(cls, items: list[Any]) -> None:
+        if any(r.inputs is not None for r in items):
             raise ValueError("exec batch: requests must name their inputs by inputs_ref")
-        return cls.of_items(batch_id, requests)
 
     def requests(self) -> list[ExecRequest]:
-        return self.rows()
-
-    def subject(self) -> str:
-        return T.exec_subject(self.task_id)
+        """`items()`, under the name the executor's readers expect."""
+        return self.items()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -550,16 +556,14 @@ class EvaluatedBatch(ProgramBatch):
     TYPE: ClassVar[str] = "evaluated_batch"
     SUBJECT: ClassVar[str] = T.EVT_EVALUATED
     ITEM: ClassVar[type[Message]] = Evaluated
+    ROUTE: ClassVar[Callable[[str], str]] = staticmethod(T.evaluated_subject)
     COLUMNS: ClassVar[dict[str, str]] = {
         "program_ids": "program_id", "codes": "code", "norms": "norm", "outputs": "outputs", "errors": "errors",
         "details": "details", "train_correct": "train_correct", "fitness": "fitness", "duration_s": "duration_s",
         "stdout": "stdout",
     }  # fmt: skip
-    SHARED: ClassVar[tuple[str, ...]] = (
-        "task_id", "parent_id", "generation", "origin", "model_version", "task_digest", "worker_id",
-    )  # fmt: skip
+    SHARED: ClassVar[tuple[str, ...]] = (*PROVENANCE, "worker_id")
 
-    task_id: str
     program_ids: list[str]
     codes: list[str]
     outputs: list[list[Grid | None]]
@@ -571,21 +575,6 @@ class EvaluatedBatch(ProgramBatch):
     duration_s: list[float] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
     worker_id: str = ""
-    parent_id: str | None = None
-    generation: int = 0
-    origin: str = "sample"
-    model_version: str = ""
-    task_digest: str = ""
-
-    @classmethod
-    def of(cls, batch_id: str, evaluated: list[Evaluated]) -> EvaluatedBatch:
-        return cls.of_items(batch_id, evaluated)
-
-    def items(self) -> list[Evaluated]:
-        return self.rows()
-
-    def subject(self) -> str:
-        return T.evaluated_subject(self.task_id)
 
 
 @dataclass(slots=True, kw_only=True)
