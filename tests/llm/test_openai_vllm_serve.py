@@ -235,40 +235,57 @@ def test_cancelled_caller_is_aborted_on_the_server(server: Server) -> None:
                 return await post(path, {**body, "min_tokens": forced})
 
             engine._post = long_post  # type: ignore[method-assign]
-            before = await metrics(server)
-            seen: dict[str, float] = {}
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(4):
-                        tg.start_soon(engine.generate, CHAT, 8, long)
 
-                    async def writing() -> bool:
-                        seen.update(await metrics(server))
-                        return seen.get(TOKENS, 0.0) - before.get(TOKENS, 0.0) >= 1000
+            async def attempt() -> tuple[float, float]:
+                """One round of cancelled callers: (sequences the server started, tokens it wrote)."""
+                before = await metrics(server)
+                seen: dict[str, float] = {}
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(4):
+                            tg.start_soon(engine.generate, CHAT, 8, long)
 
-                    try:
-                        await wait_for(writing, 120, "the server to write for the requests", period=0.02)
-                    except AssertionError as e:
-                        raise AssertionError(f"{e}; free slots {engine._slots.value}, metrics {seen}") from None
-                    t0 = time.monotonic()
-                    scope.cancel()
-            assert time.monotonic() - t0 < 2.0
-            assert engine._slots.value == 4
+                        async def writing() -> bool:
+                            seen.update(await metrics(server))
+                            return seen.get(TOKENS, 0.0) - before.get(TOKENS, 0.0) >= 1000
 
-            async def stopped() -> bool:
-                a = await metrics(server)
-                await anyio.sleep(1.0)
-                b = await metrics(server)
-                idle = b.get("vllm:num_requests_running", 1.0) == 0 and b.get("vllm:num_requests_waiting", 1.0) == 0
-                return idle and a.get(TOKENS) == b.get(TOKENS)
+                        try:
+                            await wait_for(writing, 120, "the server to write for the requests", period=0.02)
+                        except AssertionError as e:
+                            raise AssertionError(f"{e}; free slots {engine._slots.value}, metrics {seen}") from None
+                        t0 = time.monotonic()
+                        scope.cancel()
+                assert time.monotonic() - t0 < 2.0
+                assert engine._slots.value == 4
 
-            await wait_for(stopped, 60, "the server to stop generating for the cancelled requests")
-            end = await metrics(server)
-            written = end[TOKENS] - before.get(TOKENS, 0.0)
-            started = end[STARTED] - before.get(STARTED, 0.0)
-            print(f"the server started {started:.0f} sequences and wrote {written:.0f} tokens for them")
-            assert 1 <= started <= 32, started
-            assert written < started * forced, (written, started, server.tail())
+                async def stopped() -> bool:
+                    a = await metrics(server)
+                    await anyio.sleep(1.0)
+                    b = await metrics(server)
+                    idle = b.get("vllm:num_requests_running", 1.0) == 0 and b.get("vllm:num_requests_waiting", 1.0) == 0
+                    return idle and a.get(TOKENS) == b.get(TOKENS)
+
+                await wait_for(stopped, 60, "the server to stop generating for the cancelled requests")
+                end = await metrics(server)
+                written = end[TOKENS] - before.get(TOKENS, 0.0)
+                started = end[STARTED] - before.get(STARTED, 0.0)
+                print(f"the server started {started:.0f} sequences and wrote {written:.0f} tokens for them")
+                assert 1 <= started <= 32, started
+                return started, written
+
+            # On an idle machine the tiny model may finish all 32 sequences before the cancel
+            # lands (CI, 2026-12-02: 127,637 tokens of 124,672 forced): then the round proves
+            # nothing either way and is run again; an engine that never aborts fails every round.
+            rounds = []
+            for _ in range(3):
+                started, written = await attempt()
+                rounds.append((started, written))
+                if written < started * forced:
+                    break
+            else:
+                raise AssertionError(
+                    f"the server never aborted: (started, written) per round {rounds}; {server.tail()}"
+                )
 
             engine._post = post  # type: ignore[method-assign]
             after = await engine.generate(CHAT, 2, Sampling(max_tokens=8))
