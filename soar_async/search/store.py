@@ -400,12 +400,7 @@ class ArchiveStore:
     def records(self, task_id: str) -> list[ProgramRecord]:
         """Every evaluated program of the task, one per norm, with `extra["count"]`: how many
         completions wrote it (at least 1)."""
-        counts = dict(
-            self.db.execute(
-                "SELECT norm, COUNT(*) FROM completions WHERE task_id=? AND norm IS NOT NULL GROUP BY norm",
-                (task_id,),
-            ).fetchall()
-        )
+        counts = self._norm_counts(task_id)
         out: dict[str, ProgramRecord] = {}
         for norm, rec_json in self.db.execute(
             "SELECT norm, record FROM programs WHERE task_id=? ORDER BY evaluated_at", (task_id,)
@@ -417,6 +412,15 @@ class ArchiveStore:
             out[norm] = rec
         return list(out.values())
 
+    def _norm_counts(self, task_id: str) -> dict[str, int]:
+        """Completions per norm of the task: how many times each program was written."""
+        return dict(
+            self.db.execute(
+                "SELECT norm, COUNT(*) FROM completions WHERE task_id=? AND norm IS NOT NULL GROUP BY norm",
+                (task_id,),
+            ).fetchall()
+        )
+
     def record(self, program_id: str) -> ProgramRecord | None:
         row = self.db.execute("SELECT record FROM programs WHERE program_id=?", (program_id,)).fetchone()
         return None if row is None else ProgramRecord.from_dict(json.loads(row[0]))
@@ -426,8 +430,22 @@ class ArchiveStore:
             yield from self.records(tid)
 
     def attempts(self, task_id: str, *, c: float, n_attempts: int = 2) -> list[list[Grid]]:
-        """The weighted majority vote over the task's programs, duplicates counted as written."""
-        cands = [(r.test_outputs, r.train_accuracy) for r in self.records(task_id) for _ in range(r.extra["count"])]
+        """The weighted majority vote over the task's programs (one per norm, as in `records`),
+        duplicates counted as written. Reads only the test outputs of each record (SQLite's
+        `json_extract`): a task is voted on as soon as it is done, while other tasks still run,
+        and parsing whole records (code, train outputs) cost the search's event loop several ms."""
+        counts = self._norm_counts(task_id)
+        seen: set[str] = set()
+        cands: list[tuple[list[Grid | None], float]] = []
+        for norm, accuracy, tests in self.db.execute(
+            "SELECT norm, fitness, json_extract(record, '$.test_outputs') FROM programs "
+            "WHERE task_id=? ORDER BY evaluated_at",
+            (task_id,),
+        ):
+            if norm in seen:
+                continue
+            seen.add(norm)
+            cands += [(json.loads(tests) if tests else [], float(accuracy))] * max(1, counts.get(norm, 0))
         return vote(cands, c=c, n_attempts=n_attempts)
 
     def completion_stats(self, task_id: str) -> dict[str, int]:

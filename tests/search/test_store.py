@@ -13,6 +13,7 @@ from soar_async.arc import Task, load_tasks
 from soar_async.config import SearchConfig
 from soar_async.messages import Completions, Evaluated, EvaluatedBatch, ExecBatch, ExecRequest, Proposals, decode
 from soar_async.records import evaluate_native
+from soar_async.scoring import vote
 from soar_async.search.common import Proposing, chain
 from soar_async.search.plan import Plan, norm_key, search_task, slot_size, slots
 from soar_async.search.store import ArchiveStore, UnknownTask
@@ -108,6 +109,10 @@ def test_store_is_idempotent_and_counts_duplicates_in_the_vote(tmp_path: Path, t
     assert attempts[0][0] == task.test[0].output
     # Without the train accuracy weight, the identity's three copies would win.
     assert store.attempts(task.id, c=0.0)[0][0] == task.test[0].input
+    # The vote reads only test outputs and weights from the store: the same as over whole records.
+    for c in (0.0, 1000.0):
+        whole = [(r.test_outputs, r.train_accuracy) for r in store.records(task.id) for _ in range(r.extra["count"])]
+        assert store.attempts(task.id, c=c) == vote(whole, c=c)
     # The running totals agree with a store that reads the same file from scratch.
     fresh = ArchiveStore(tmp_path / "archive.sqlite")
     a, b = store.status(task.id).to_dict(), fresh.status(task.id).to_dict()
