@@ -40,6 +40,28 @@ def test_map_keeps_order_and_recovers_from_a_killed_worker(sandbox_built: object
 
 
 @pytest.mark.slow
+def test_a_job_waiting_at_a_killed_worker_runs_on_its_replacement(sandbox_built: object) -> None:
+    """A worker holds its next job while it runs one. Killed, it costs the job it had started
+    (CRASH); the job it held unstarted runs on the replacement, as if nothing had happened."""
+    slow = "def transform(g):\n    x = 0\n    for i in range(10**9):\n        x += i\n    return g\n"
+    with SandboxPool(workers=1, limits=Limits(wall_s=30), cache_size=0) as pool:
+        victim = pool.worker_pids()[0]
+        running = pool.submit(slow, [[[1]]])
+        waiting = pool.submit(ID, [[[3]]])
+        deadline = time.monotonic() + 30
+        while not waiting.running() and time.monotonic() < deadline:  # taken to be sent to the worker
+            time.sleep(0.01)
+        assert waiting.running() and not waiting.done()  # at the worker, behind the slow program
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        res = running.result(timeout=60)
+        assert res.results[0].error == ErrorKind.CRASH and "died" in (res.results[0].detail or "")
+        again = waiting.result(timeout=60)
+        assert again.results[0].error is None and again.results[0].output == [[3]]
+        assert pool.worker_pids()[0] != victim
+
+
+@pytest.mark.slow
 def test_async_run_applies_back_pressure(sandbox_built: object) -> None:
     in_flight = 0
     peak = 0
