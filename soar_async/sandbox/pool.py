@@ -50,6 +50,7 @@ START_TIMEOUT_S = 30.0  # for a worker to acknowledge a job (it does so before r
 START_ATTEMPTS = 3  # fresh workers a job is offered to before it is reported as CRASH
 PIPELINE_DEPTH = 2  # jobs at a worker at once: the one running and the next, waiting in its socket
 PIPELINE_MAX_BYTES = 64 * 1024  # a larger job is sent only to an idle worker (see _ProcessWorker.serve)
+PIPELINE_MAX_S = 0.05  # after a program that ran longer, a worker gets its next job only when idle
 _Job = tuple[str, list[Grid], Limits, "cf.Future[ExecResult]"]
 
 
@@ -100,6 +101,8 @@ class _ProcessWorker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Connection | None = None
         self.ready = False
+        self.last_s = float("inf")
+        """Sandbox time of the last program this worker ran (see `PIPELINE_MAX_S`; none yet: no guess)."""
         self.start()
 
     def start(self) -> None:
@@ -153,13 +156,17 @@ class _ProcessWorker:
         self.kill()
         self.start()
 
-    def serve(self, jobs: queue.Queue[_Job | None]) -> None:
+    def serve(self, jobs: queue.Queue[_Job | None], peers: int = 0) -> None:
         """Run jobs from the pool's queue until it yields None, keeping up to `PIPELINE_DEPTH` at
         the worker: the next job waits in the worker's socket while one runs, so the worker
         starts it the moment it has sent a result, without waiting for this thread. (This
         thread needs the GIL for every message, and in an actor process the event loop holds
         it most of the time: without the queued job each worker idled through that wait, 1-2 ms
         per program, a fifth of the machine in `soar bench pipeline`.)
+
+        A job held behind another waits for it even when another worker falls idle, so a
+        worker is given one only behind a short program and while the queue has a job for each
+        of its `peers` too (see `_top_up`).
 
         The worker acknowledges each job as it starts it, in order. A worker that dies or hangs
         costs only the job it had acknowledged (CRASH); jobs it held but had not started go to
@@ -169,7 +176,7 @@ class _ProcessWorker:
         closing = False
         while True:
             try:
-                closing = self._top_up(jobs, sent, backlog, closing)
+                closing = self._top_up(jobs, sent, backlog, closing, peers)
                 if sent:
                     self._next_message(sent, backlog)
                 elif closing and not backlog:
@@ -188,12 +195,19 @@ class _ProcessWorker:
         sent: collections.deque[_Sent],
         backlog: collections.deque[_Sent],
         closing: bool,
+        peers: int,
     ) -> bool:
         """Send jobs until `PIPELINE_DEPTH` are at the worker; blocks for one only when none is.
         Returns whether the pool's queue said stop (None)."""
         while len(sent) < PIPELINE_DEPTH:
             if not backlog:
                 if closing:
+                    break
+                if sent and (self.last_s > PIPELINE_MAX_S or jobs.qsize() <= peers):
+                    # A job held behind a program waits for it even when another worker falls
+                    # idle. Worth it only behind a short program (the last one's time is the
+                    # guess: a long one does not notice the dispatcher's 1-2 ms) and while the
+                    # queue has a job for every other worker too.
                     break
                 try:
                     job = jobs.get(block=not sent)
@@ -247,6 +261,7 @@ class _ProcessWorker:
             res = ExecResult.from_dict(msg)
         except Exception as e:
             res = ExecResult.all_failed(head.n, ErrorKind.CRASH, f"host error: {e!r}"[:300], head.elapsed())
+        self.last_s = res.duration_s
         head.fut.set_result(res)
 
     def _recover(
@@ -329,7 +344,7 @@ class SandboxPool:
         else:
             raise ValueError(f"unknown pool mode {mode!r}")
         targets: list[tuple[Any, tuple[Any, ...]]] = (
-            [(w.serve, (self._jobs,)) for w in self._procs]
+            [(w.serve, (self._jobs, self.workers - 1)) for w in self._procs]
             if mode == "process"
             else [(self._dispatch, (rt.execute,))] * self.workers
         )

@@ -45,6 +45,7 @@ def test_a_job_waiting_at_a_killed_worker_runs_on_its_replacement(sandbox_built:
     (CRASH); the job it held unstarted runs on the replacement, as if nothing had happened."""
     slow = "def transform(g):\n    x = 0\n    for i in range(10**9):\n        x += i\n    return g\n"
     with SandboxPool(workers=1, limits=Limits(wall_s=30), cache_size=0) as pool:
+        pool.map([(ID, [[[0]]])])  # a short program first: a worker holds a job only behind short ones
         victim = pool.worker_pids()[0]
         running = pool.submit(slow, [[[1]]])
         waiting = pool.submit(ID, [[[3]]])
