@@ -28,7 +28,10 @@ CPU per program (whole runs, start-up included, so an upper bound): for the pipe
 process (every actor, the bus client, the archive's SQLite), the nats-server and the sandbox
 workers; for the pool this process (its dispatcher threads) and the workers. Their quotient
 (`cpu_ratio`, pool / pipeline) is the throughput ratio to expect when every core is busy,
-and it depends much less than programs/s on what else the machine runs. `--rounds R` runs
+and it depends much less than programs/s on what else the machine runs. The same parts are
+also sampled over each timed window alone (`window`: CPU ms per program, the pipeline's event
+loop apart, and the share of the cores left idle), which tells a pipeline short of CPU (idle
+near 0, programs/s ratio near `window_cpu_ratio`) from one that leaves the cores waiting. `--rounds R` runs
 pool and pipeline R times, alternating, and reports each side's median round.
 """
 
@@ -167,17 +170,27 @@ def _cpu_total(row: dict[str, Any]) -> float:
     return float(sum(row["cpu_ms_per_program"].values()))
 
 
+def _window_ratio(pool: dict[str, Any], pipe: dict[str, Any]) -> float | None:
+    """CPU per program in the timed windows, pool / pipeline (None when a window went unsampled)."""
+    if not pool.get("window") or not pipe.get("window"):
+        return None
+    a, b = sum(pool["window"]["cpu_ms_per_program"].values()), sum(pipe["window"]["cpu_ms_per_program"].values())
+    return a / b if b > 0 else None
+
+
 # -- the sandbox pool alone ------------------------------------------------------------------
 def run_pool(jobs: Sequence[tuple[str, list[Grid]]], workers: int, limits: Any) -> dict[str, Any]:
     from soar_async.sandbox import SandboxPool
 
     self0, child0 = _rusage(resource.RUSAGE_SELF), _rusage(resource.RUSAGE_CHILDREN)
-    with SandboxPool(workers=workers, limits=limits) as pool:
+    with _Sampler() as sampler, SandboxPool(workers=workers, limits=limits) as pool:
         pool.map([("def transform(g):\n    return [[0]]\n", [[[0]]])] * workers)  # warm every worker
-        t0 = time.perf_counter()
+        time.sleep(2 * sampler.period)  # the sampler has seen the workers
+        start, t0 = time.time(), time.perf_counter()
         futs = [pool.submit(code, inputs) for code, inputs in jobs]
         results = [f.result() for f in futs]
         wall = time.perf_counter() - t0
+        end = time.time()
     self_cpu = _rusage(resource.RUSAGE_SELF) - self0
     child_cpu = _rusage(resource.RUSAGE_CHILDREN) - child0  # the workers, reaped when the pool closed
     busy = sum(r.duration_s for r in results)
@@ -189,42 +202,61 @@ def run_pool(jobs: Sequence[tuple[str, list[Grid]]], workers: int, limits: Any) 
         "sandbox_busy": busy / (workers * wall) if wall > 0 else 0.0,
         "mean_program_ms": busy * k,
         "cpu_ms_per_program": {"bench_process": self_cpu * k, "sandbox_workers": child_cpu * k},
+        "window": sampler.window(start, end, len(results), event_loop=False),
     }
 
 
 # -- the whole pipeline ----------------------------------------------------------------------
-class _CpuSampler:
-    """Polls the CPU time of this process's children named `name` (the embedded nats-server,
-    which is stopped before the run returns, so its CPU must be read while it lives).
+class _Sampler:
+    """CPU over time, sampled from a thread while a side runs, so that a measurement can cover
+    exactly the timed window (start-up, votes and teardown excluded) and children that are gone
+    by the end (the embedded nats-server is stopped before the run returns).
 
-    Once a child of that name is found it is polled alone (one /proc read), not by walking
-    every process: the sampler runs in the measured process, and a walk five times a second
-    cost the pipeline's side CPU that the pool's side never pays."""
+    Each sample: wall time, this process's CPU, its main thread's (the pipeline's event loop:
+    all five actors), each child's by name (nats-server, the sandbox workers), and the whole
+    machine's idle time. Children are found from /proc/self/task/*/children at each tick (a few
+    small reads; a walk of every process would cost the measured process CPU that the pool's
+    side never pays); the sampler costs well under 1% of a core, on both sides alike."""
 
-    def __init__(self, name: str, period: float = 0.2) -> None:
-        self.name = name
+    def __init__(self, period: float = 0.1) -> None:
         self.period = period
-        self.last: dict[int, float] = {}
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="cpu-sampler")
+        self._main_tid = threading.main_thread().native_id
 
     def _run(self) -> None:
         import psutil
 
         me = psutil.Process()
-        watched: list[psutil.Process] = []
+        watched: dict[int, tuple[str, Any]] = {}
         while not self._stop.is_set():
-            if not watched:
-                watched = [p for p in me.children(recursive=True) if _named(p, self.name)]
-            for p in list(watched):
+            now = time.time()
+            for pid in _child_pids(me) - watched.keys():
                 try:
-                    t = p.cpu_times()
-                    self.last[p.pid] = t.user + t.system
-                except psutil.Error:  # gone (stopped, or restarted under another pid)
-                    watched.remove(p)
+                    c = psutil.Process(pid)
+                    watched[pid] = ("nats" if _named(c, "nats-server") else "sandbox", c)
+                except psutil.Error:
+                    continue
+            row: dict[str, float] = {}
+            t = me.cpu_times()
+            row["process"] = t.user + t.system
+            loop = _thread_cpu(self._main_tid)
+            if loop is not None:
+                row["event_loop"] = loop
+            for pid, (kind, proc) in list(watched.items()):
+                try:
+                    c = proc.cpu_times()
+                except psutil.Error:  # gone: its last sample stands
+                    del watched[pid]
+                    continue
+                row[f"{kind}:{pid}"] = c.user + c.system
+            m = psutil.cpu_times()
+            row["idle"] = m.idle + getattr(m, "iowait", 0.0)
+            self.samples.append((now, row))
             self._stop.wait(self.period)
 
-    def __enter__(self) -> _CpuSampler:
+    def __enter__(self) -> _Sampler:
         self._thread.start()
         return self
 
@@ -232,8 +264,63 @@ class _CpuSampler:
         self._stop.set()
         self._thread.join()
 
-    def seconds(self) -> float:
-        return sum(self.last.values())
+    def total(self, kind: str) -> float:
+        """CPU seconds of the children of one kind over the whole run (their last samples)."""
+        last: dict[str, float] = {}
+        for _t, row in self.samples:
+            last.update({k: v for k, v in row.items() if k.startswith(kind + ":")})
+        return sum(last.values())
+
+    def window(self, start: float, end: float, programs: int, *, event_loop: bool = True) -> dict[str, Any] | None:
+        """CPU ms per program in [start, end] (wall-clock times), from the samples nearest inside
+        it, and the share of the machine's cores left idle; None when the window holds fewer
+        than two samples. `event_loop`: report the main thread apart (the pipeline's actors)."""
+        inside = [(t, row) for t, row in self.samples if start <= t <= end]
+        if len(inside) < 2 or programs <= 0:
+            return None
+        (t0, a), (t1, b) = inside[0], inside[-1]
+        span = t1 - t0
+
+        def delta(kind: str) -> float:
+            keys = [k for k in b if k == kind or k.startswith(kind + ":")]
+            return sum(b[k] - a.get(k, 0.0) for k in keys)  # a child first seen mid-window: from 0
+
+        k = 1e3 * (end - start) / span / programs  # ms per program, scaled from the sampled span
+        cpu = {
+            "process": delta("process") * k,
+            "nats_server": delta("nats") * k,
+            "sandbox_workers": delta("sandbox") * k,
+        }
+        out: dict[str, Any] = {"sampled_s": span, "cpu_ms_per_program": cpu}
+        if event_loop and "event_loop" in a and "event_loop" in b:
+            out["event_loop_ms_per_program"] = (b["event_loop"] - a["event_loop"]) * k
+        cores = os.cpu_count() or 1
+        out["machine_idle"] = max(0.0, min(1.0, (b["idle"] - a["idle"]) / (span * cores)))
+        return out
+
+
+def _child_pids(me: Any) -> set[int]:
+    """This process's direct children (the nats-server and the sandbox workers are)."""
+    pids: set[int] = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as f:
+                pids.update(int(x) for x in f.read().split())
+    except OSError:  # no /proc children lists here: ask psutil (a walk of every process)
+        return {c.pid for c in me.children()}
+    return pids
+
+
+def _thread_cpu(tid: int | None) -> float | None:
+    """CPU seconds of one thread of this process (Linux: /proc), or None where that cannot be read."""
+    if tid is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _named(p: Any, name: str) -> bool:
@@ -267,7 +354,7 @@ async def run_pipeline(
 
     self0, child0 = _rusage(resource.RUSAGE_SELF), _rusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    with _CpuSampler("nats-server") as cpu:
+    with _Sampler() as cpu:
         report = await search(
             wl.tasks,
             run_dir=run_dir,
@@ -281,7 +368,7 @@ async def run_pipeline(
     total = time.perf_counter() - t0
     self_cpu = _rusage(resource.RUSAGE_SELF) - self0
     child_cpu = _rusage(resource.RUSAGE_CHILDREN) - child0
-    nats_cpu = cpu.seconds()
+    nats_cpu = cpu.total("nats")
 
     db = sqlite3.connect(run_dir / "archive.sqlite")
     try:
@@ -296,6 +383,7 @@ async def run_pipeline(
         db.close()
     window = (last - start) if count else 0.0
     return {
+        "window": cpu.window(start, last, count) if count else None,
         "executor_workers": workers,
         "executor_concurrency": 2 * workers,
         "programs": count,
@@ -378,6 +466,7 @@ async def run_bench(
                 "pool_programs_per_s": pool["programs_per_s"],
                 "ratio": ratio,
                 "cpu_ratio": _cpu_total(pool) / _cpu_total(pipe) if _cpu_total(pipe) > 0 else 0.0,
+                "window_cpu_ratio": _window_ratio(pool, pipe),
                 "pipeline": pipe,
                 "pool": pool,
                 "rounds": {
@@ -445,6 +534,21 @@ def render(r: dict[str, Any]) -> str:
             f"{q['sandbox_busy'] * 100:.0f}% | {p['sandbox_busy'] * 100:.0f}% | "
             f"{d['bench_process']:.1f} / {d['sandbox_workers']:.1f} | "
             f"{c['soar_process']:.1f} / {c['nats_server']:.1f} / {c['sandbox_workers']:.1f} | {s['cpu_ratio']:.2f} |"
+        )
+    lines.append("")
+    lines.append("In the timed windows only (sampled every 0.1 s):")
+    for w, s in r["scaling"].items():
+        q, p = s["pool"].get("window"), s["pipeline"].get("window")
+        if not q or not p:
+            lines.append(f"  {w} worker(s): a window too short to sample")
+            continue
+        c, d = p["cpu_ms_per_program"], q["cpu_ms_per_program"]
+        lines.append(
+            f"  {w} worker(s): pool {d['process']:.2f} host + {d['sandbox_workers']:.2f} sandbox ms/program, "
+            f"cores idle {q['machine_idle'] * 100:.0f}%; pipeline {c['process']:.2f} soar (event loop "
+            f"{p.get('event_loop_ms_per_program', float('nan')):.2f}) + {c['nats_server']:.2f} nats + "
+            f"{c['sandbox_workers']:.2f} sandbox ms/program, cores idle {p['machine_idle'] * 100:.0f}%; "
+            f"CPU pool / pipeline {s['window_cpu_ratio']:.2f}"
         )
     lines.append("")
     sp = r["speedup"]

@@ -82,6 +82,21 @@ def test_bench_pipeline_tiny_json() -> None:
         assert cpu_pipe > 0 and math.isclose(s["cpu_ratio"], cpu_pool / cpu_pipe)
         assert pipe["cpu_ms_per_program"]["nats_server"] > 0  # the server was found and read while it ran
         assert s["rounds"]["pipeline_programs_per_s"] == [pipe["programs_per_s"]]
+        # CPU in the timed windows, when they were long enough to be sampled (a 12-program run may
+        # not be): the same parts, the machine's idle share a fraction, the ratio of their sums.
+        for side in (pipe, pool):
+            win = side["window"]
+            if win is not None:
+                assert win["sampled_s"] > 0 and 0.0 <= win["machine_idle"] <= 1.0
+                assert set(win["cpu_ms_per_program"]) == {"process", "nats_server", "sandbox_workers"}
+                assert all(v >= 0 for v in win["cpu_ms_per_program"].values())
+        if pipe["window"] is not None:
+            assert pipe["window"]["event_loop_ms_per_program"] >= 0  # the main thread: the actors' event loop
+        if pipe["window"] is not None and pool["window"] is not None:
+            a = sum(pool["window"]["cpu_ms_per_program"].values())
+            assert math.isclose(s["window_cpu_ratio"], a / sum(pipe["window"]["cpu_ms_per_program"].values()))
+        else:
+            assert s["window_cpu_ratio"] is None
     top = r["scaling"]["2"]
     assert r["pipeline_programs_per_s"] == top["pipeline_programs_per_s"]
     assert r["pool_programs_per_s"] == top["pool_programs_per_s"]
