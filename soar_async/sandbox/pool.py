@@ -83,11 +83,18 @@ class _Sent:
 
     @classmethod
     def of(cls, job: _Job) -> _Sent | None:
+        """The job ready to send, or None when there is nothing to send: cancelled while queued,
+        or not something a worker can be sent (its future then holds a CRASH result)."""
         code, inputs, limits, fut = job
         if not fut.set_running_or_notify_cancel():
             return None
-        payload = bytes(ForkingPickler.dumps((code, inputs, limits.to_dict())))
-        return cls(payload, len(inputs), limits.wall_for(len(inputs)), fut, time.perf_counter())
+        try:
+            payload = bytes(ForkingPickler.dumps((code, inputs, limits.to_dict())))
+            return cls(payload, len(inputs), limits.wall_for(len(inputs)), fut, time.perf_counter())
+        except Exception as e:  # never lose a job
+            n = len(inputs) if isinstance(inputs, list) else 1
+            fut.set_result(ExecResult.all_failed(n, ErrorKind.CRASH, f"pool error: {e!r}"[:300]))
+            return None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -187,7 +194,10 @@ class _ProcessWorker:
                     entry.fut.set_result(ExecResult.all_failed(entry.n, ErrorKind.CRASH, detail, entry.elapsed()))
                 sent.clear()
                 backlog.clear()
-                self.restart()
+                try:
+                    self.restart()
+                except Exception:  # cannot start a worker now: the next job tries again (and is a CRASH)
+                    pass
 
     def _top_up(
         self,

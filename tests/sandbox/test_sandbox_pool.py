@@ -62,6 +62,14 @@ def test_a_job_waiting_at_a_killed_worker_runs_on_its_replacement(sandbox_built:
         assert pool.worker_pids()[0] != victim
 
 
+def test_a_job_that_cannot_be_sent_is_a_crash_and_the_pool_goes_on(sandbox_built: object) -> None:
+    with SandboxPool(workers=1, cache_size=0) as pool:
+        bad = pool.submit(ID, [[[lambda: 0]]])  # type: ignore[list-item]  # no worker can be sent this
+        res = bad.result(timeout=30)
+        assert res.results[0].error == ErrorKind.CRASH and "pool error" in (res.results[0].detail or "")
+        assert pool.submit(ID, [[[5]]]).result(timeout=30).results[0].output == [[5]]
+
+
 @pytest.mark.slow
 def test_async_run_applies_back_pressure(sandbox_built: object) -> None:
     in_flight = 0
